@@ -1,0 +1,47 @@
+//! The provider interface: how flotilla asks a cloud (or a Docker engine, or a list of existing hosts)
+//! for machines, finds them again by their labels, and deletes them.
+//!
+//! Every resource a provider creates carries the deployment, group, node name and run token in the
+//! create call itself, so a crashed run's machines are found again by `describe` and are adopted or
+//! deleted by the next run: the provider never has to remember anything between runs.
+
+mod error;
+pub mod fake;
+mod types;
+
+pub use error::ProviderError;
+pub use types::{labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership, Role};
+
+use async_trait::async_trait;
+
+/// What a machine provider must do. Implementations are cheap to call repeatedly: every method is
+/// idempotent with respect to the labels in its arguments.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Short kind name as used in blueprints (`docker`, `static`, `ec2`, `openstack`).
+    fn kind(&self) -> &'static str;
+
+    /// Whether `delete_nodes` really destroys machines. The static provider answers `false`: its
+    /// machines belong to the user and are only "released".
+    fn owns_machines(&self) -> bool {
+        true
+    }
+
+    /// Checks credentials, images, networks and quotas before anything is created.
+    async fn preflight(&self, owner: &Ownership) -> Result<(), ProviderError>;
+
+    /// Creates the requested machines (or finds them, when a previous attempt with the same run token
+    /// already created them) and returns what it knows about each one.
+    async fn create_nodes(&self, req: &CreateRequest) -> Result<Vec<NodeInfo>, ProviderError>;
+
+    /// Every machine that carries this deployment's labels, in one batched call where the API allows.
+    async fn describe(&self, owner: &Ownership) -> Result<Vec<NodeInfo>, ProviderError>;
+
+    /// Deletes machines. A machine that is already gone counts as deleted.
+    async fn delete_nodes(&self, owner: &Ownership, ids: &[MachineId])
+        -> Result<(), ProviderError>;
+
+    /// Removes the deployment-wide resources (networks, security groups, key pairs) once no machine
+    /// uses them any more. Resources without this deployment's labels are never touched.
+    async fn teardown(&self, owner: &Ownership) -> Result<(), ProviderError>;
+}

@@ -1,0 +1,956 @@
+//! Reading a blueprint: split out the `inputs:`/`outputs:` blocks, resolve inputs, render the rest
+//! with tera, parse the YAML, and check every section, collecting all problems with locations.
+
+use super::inputs;
+use super::model::*;
+use super::problem::{expected_one_of, Problem, Problems};
+use super::yaml_index::{Loc, YamlIndex};
+use flotilla_provider_core::Role;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Line range (0-based, end exclusive) of a top-level block such as `inputs:`.
+fn top_level_block(lines: &[&str], key: &str) -> Option<(usize, usize)> {
+    let start = lines.iter().position(|l| {
+        l.strip_prefix(key)
+            .and_then(|rest| rest.trim_start().strip_prefix(':'))
+            .is_some()
+    })?;
+    let end = lines
+        .iter()
+        .enumerate()
+        .skip(start + 1)
+        .find(|(_, l)| {
+            let first = l.chars().next();
+            matches!(first, Some(c) if !c.is_whitespace() && c != '#')
+        })
+        .map(|(i, _)| i)
+        .unwrap_or(lines.len());
+    Some((start, end))
+}
+
+/// Turns a serde_path_to_error failure into (field path, message), adding "did you mean".
+pub fn serde_problem(
+    prefix: &str,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> (String, String) {
+    let mut path = prefix.to_string();
+    for seg in e.path().iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            serde_path_to_error::Segment::Enum { variant } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(variant);
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    let msg = e.inner().to_string();
+    // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`"
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            if !path.ends_with(field) {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(field);
+            }
+            return (
+                path,
+                format!(
+                    "unknown field `{field}`; {}",
+                    expected_one_of(field, &candidates)
+                ),
+            );
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        if let Some((word, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            return (
+                path,
+                format!(
+                    "unknown value `{word}`; {}",
+                    expected_one_of(word, &candidates)
+                ),
+            );
+        }
+    }
+    let msg = msg
+        .replace("invalid type: ", "wrong type: ")
+        .replace(", expected", "; expected");
+    (path, msg)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    index: YamlIndex,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, loc: Option<Loc>, field: impl Into<String>, message: impl Into<String>) {
+        self.problems
+            .push(Problem::new(self.file, loc, field, message));
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, value: Value, prefix: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let (path, msg) = serde_problem(prefix, &e);
+                let loc = if msg.starts_with("unknown field") {
+                    self.index.key(&path)
+                } else {
+                    self.index.value(&path)
+                };
+                self.push(loc, path, msg);
+                None
+            }
+        }
+    }
+}
+
+fn tera_message(e: &tera::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        parts.push(s.to_string());
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Finds the line of the first `{{ ... }}`/`{% ... %}` that mentions `needle`.
+fn locate_in_template(text: &str, needle: &str) -> Option<Loc> {
+    text.lines().enumerate().find_map(|(i, l)| {
+        let col = l.find(needle)?;
+        (l.contains("{{") || l.contains("{%")).then_some(Loc {
+            line: i + 1,
+            col: col + 1,
+        })
+    })
+}
+
+fn undefined_variable(msg: &str) -> Option<&str> {
+    let rest = msg.split("Variable `").nth(1)?;
+    rest.split('`').next()
+}
+
+pub fn render_template(
+    name: &str,
+    template: &str,
+    context: &tera::Context,
+) -> Result<String, (Option<Loc>, String)> {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    if let Err(e) = tera.add_raw_template(name, template) {
+        let msg = tera_message(&e);
+        // tera's parse errors carry " --> line:col".
+        let loc = msg.split("--> ").nth(1).and_then(|s| {
+            let mut it = s
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|x| !x.is_empty());
+            Some(Loc {
+                line: it.next()?.parse().ok()?,
+                col: it.next()?.parse().ok()?,
+            })
+        });
+        return Err((
+            loc,
+            format!(
+                "template syntax error: {}",
+                msg.lines().last().unwrap_or(&msg).trim()
+            ),
+        ));
+    }
+    tera.render(name, context).map_err(|e| {
+        let msg = tera_message(&e);
+        match undefined_variable(&msg) {
+            Some(var) => (
+                locate_in_template(template, var),
+                format!("undefined template variable `{var}` (declare it under `inputs:` or fix the name)"),
+            ),
+            None => (None, format!("template error: {msg}")),
+        }
+    })
+}
+
+fn valid_name(s: &str, max: usize) -> bool {
+    let mut chars = s.chars();
+    s.len() <= max
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.ends_with('-')
+}
+
+/// Loads, renders and validates a blueprint file. No network is touched.
+pub fn load(path: &Path, sets: &[String]) -> Result<Blueprint, Problems> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem::new(
+            &file,
+            None,
+            "",
+            format!("cannot read the blueprint: {e}"),
+        )])
+    })?;
+    load_str(&text, path, sets)
+}
+
+pub fn load_str(text: &str, path: &Path, sets: &[String]) -> Result<Blueprint, Problems> {
+    let file = path.display().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut problems = Vec::new();
+
+    // 1. inputs (never templated) and outputs (rendered after bring-up) are cut out, leaving blank
+    //    lines so line numbers stay those of the file.
+    let mut template_lines: Vec<&str> = lines.clone();
+    let mut block = |key: &str| -> Option<(usize, Value, YamlIndex)> {
+        let (start, end) = top_level_block(&lines, key)?;
+        let block_text = lines[start..end].join("\n");
+        for l in &mut template_lines[start..end] {
+            *l = "";
+        }
+        let index = YamlIndex::build(&block_text, start);
+        match serde_saphyr::from_str::<Value>(&block_text) {
+            Ok(v) => Some((start, v.get(key).cloned().unwrap_or(Value::Null), index)),
+            Err(e) => {
+                let loc = e.location().map(|l| Loc {
+                    line: l.line() as usize + start,
+                    col: l.column() as usize,
+                });
+                problems.push(Problem::new(
+                    &file,
+                    loc,
+                    key,
+                    format!("YAML syntax error: {}", first_line(&e.to_string())),
+                ));
+                None
+            }
+        }
+    };
+    let inputs_block = block("inputs");
+    let outputs_block = block("outputs");
+    let template_text = template_lines.join("\n");
+
+    // 2. inputs
+    let (decls, input_index) = match &inputs_block {
+        Some((_, Value::Object(map), idx)) => (
+            inputs::declarations(&file, map, idx, &mut problems),
+            Some(idx),
+        ),
+        Some((start, Value::Null, _)) => (Vec::new(), None).tap_none(*start),
+        Some((start, _, idx)) => {
+            problems.push(Problem::new(
+                &file,
+                Some(Loc {
+                    line: start + 1,
+                    col: 1,
+                }),
+                "inputs",
+                "expected a map of input declarations",
+            ));
+            (Vec::new(), Some(idx))
+        }
+        None => (Vec::new(), None),
+    };
+    let empty_index = YamlIndex::default();
+    let values = inputs::resolve(
+        &file,
+        &decls,
+        sets,
+        input_index.unwrap_or(&empty_index),
+        &mut problems,
+    );
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+
+    // 3. render
+    let mut context = tera::Context::new();
+    context.insert("inputs", &values);
+    let rendered = match render_template(&file, &template_text, &context) {
+        Ok(r) => r,
+        Err((loc, msg)) => {
+            problems.push(Problem::new(&file, loc, "", msg));
+            return Err(Problems(problems));
+        }
+    };
+
+    // 4. parse
+    let index = YamlIndex::build(&rendered, 0);
+    let mut ctx = Ctx {
+        file: &file,
+        index,
+        problems,
+    };
+    for d in ctx.index.duplicates.clone() {
+        ctx.push(
+            Some(d.second),
+            d.path.clone(),
+            format!(
+                "defined twice (first at line {}); names must be unique",
+                d.first.line
+            ),
+        );
+    }
+    if !ctx.problems.is_empty() {
+        return Err(Problems(ctx.problems));
+    }
+    let root: Value = match serde_saphyr::from_str(&rendered) {
+        Ok(v) => v,
+        Err(e) => {
+            let loc = e.location().map(|l| Loc {
+                line: l.line() as usize,
+                col: l.column() as usize,
+            });
+            ctx.push(
+                loc,
+                "",
+                format!("YAML syntax error: {}", first_line(&e.to_string())),
+            );
+            return Err(Problems(ctx.problems));
+        }
+    };
+    let Value::Object(mut root) = root else {
+        ctx.push(
+            Some(Loc { line: 1, col: 1 }),
+            "",
+            "a blueprint is a YAML map with name, provider, cluster and groups",
+        );
+        return Err(Problems(ctx.problems));
+    };
+    let bp = check(
+        &mut ctx,
+        &mut root,
+        path,
+        values,
+        outputs_block.map(|(_, v, idx)| (v, idx)),
+        rendered,
+    );
+    match bp {
+        Some(bp) if ctx.problems.is_empty() => Ok(bp),
+        _ => Err(Problems(ctx.problems)),
+    }
+}
+
+trait TapNone {
+    fn tap_none(self, _start: usize) -> Self;
+}
+impl<A, B> TapNone for (Vec<A>, Option<B>) {
+    fn tap_none(self, _start: usize) -> Self {
+        self
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+fn take(root: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    root.remove(key).filter(|v| !v.is_null())
+}
+
+fn check(
+    ctx: &mut Ctx,
+    root: &mut Map<String, Value>,
+    path: &Path,
+    inputs: Map<String, Value>,
+    outputs: Option<(Value, YamlIndex)>,
+    rendered: String,
+) -> Option<Blueprint> {
+    // Unknown top-level fields.
+    for key in root.keys() {
+        if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
+            let loc = ctx.index.key(key);
+            ctx.push(
+                loc,
+                key.clone(),
+                format!("unknown field; {}", expected_one_of(key, TOP_LEVEL_FIELDS)),
+            );
+        }
+    }
+
+    // name
+    let name = match take(root, "name") {
+        Some(Value::String(s)) if valid_name(&s, 40) => Some(s),
+        Some(Value::String(s)) => {
+            let loc = ctx.index.value("name");
+            ctx.push(loc, "name", format!("`{s}` is not a valid deployment name: use 1-40 lowercase letters, digits and `-`, starting with a letter"));
+            None
+        }
+        Some(other) => {
+            let loc = ctx.index.value("name");
+            ctx.push(loc, "name", format!("expected a string, found {other}"));
+            None
+        }
+        None => {
+            ctx.push(
+                Some(Loc { line: 1, col: 1 }),
+                "name",
+                "missing required field (the deployment name)",
+            );
+            None
+        }
+    };
+    let description = take(root, "description").and_then(|v| v.as_str().map(String::from));
+
+    // provider
+    let provider = match take(root, "provider") {
+        Some(Value::Object(mut p)) => {
+            let kind = p.remove("kind");
+            match kind.as_ref().and_then(Value::as_str) {
+                None => {
+                    let loc = ctx.index.value("provider");
+                    ctx.push(
+                        loc,
+                        "provider.kind",
+                        format!("missing; {}", expected_one_of("", PROVIDER_KINDS)),
+                    );
+                    None
+                }
+                Some(k) if !PROVIDER_KINDS.contains(&k) => {
+                    let loc = ctx.index.value("provider.kind");
+                    ctx.push(
+                        loc,
+                        "provider.kind",
+                        format!(
+                            "unknown provider `{k}`; {}",
+                            expected_one_of(k, PROVIDER_KINDS)
+                        ),
+                    );
+                    None
+                }
+                Some(k) if !PROVIDER_KINDS_AVAILABLE.contains(&k) => {
+                    let loc = ctx.index.value("provider.kind");
+                    ctx.push(loc, "provider.kind", format!(
+                        "the `{k}` provider is not available in this version of flotilla yet; available: {}",
+                        PROVIDER_KINDS_AVAILABLE.join(", ")
+                    ));
+                    None
+                }
+                Some("docker") => ctx
+                    .section::<flotilla_provider_docker::DockerConfig>(Value::Object(p), "provider")
+                    .and_then(|c| {
+                        let extra = c.check();
+                        for (field, msg) in &extra {
+                            let loc = ctx.index.value(field);
+                            ctx.push(loc, field.clone(), msg.clone());
+                        }
+                        extra.is_empty().then_some(ProviderConfig::Docker(c))
+                    }),
+                Some(_) => ctx
+                    .section::<flotilla_provider_static::StaticConfig>(Value::Object(p), "provider")
+                    .map(ProviderConfig::Static),
+            }
+        }
+        Some(_) => {
+            let loc = ctx.index.value("provider");
+            ctx.push(loc, "provider", "expected a map with at least `kind`");
+            None
+        }
+        None => {
+            ctx.push(
+                Some(Loc { line: 1, col: 1 }),
+                "provider",
+                format!(
+                    "missing required section; kind is {}",
+                    expected_one_of("", PROVIDER_KINDS)
+                ),
+            );
+            None
+        }
+    };
+
+    let ssh: Option<SshConfig> = match take(root, "ssh") {
+        Some(v) => ctx.section(v, "ssh"),
+        None => Some(SshConfig::default()),
+    };
+    if let Some(s) = &ssh {
+        if s.host_key_policy == HostKeyPolicy::Strict && s.known_hosts.is_none() {
+            let loc = ctx.index.value("ssh.host_key_policy");
+            ctx.push(
+                loc,
+                "ssh.known_hosts",
+                "host_key_policy: strict needs a known_hosts file",
+            );
+        }
+        if s.parallelism == Some(0) {
+            let loc = ctx.index.value("ssh.parallelism");
+            ctx.push(loc, "ssh.parallelism", "must be at least 1");
+        }
+    }
+    let docker: Option<DockerInstallConfig> = match take(root, "docker") {
+        Some(v) => ctx.section(v, "docker"),
+        None => Some(DockerInstallConfig::default()),
+    };
+    if let Some(d) = &docker {
+        if d.method == InstallMethod::Offline && d.packages.is_none() {
+            let loc = ctx.index.value("docker.method");
+            ctx.push(
+                loc,
+                "docker.packages",
+                "method offline needs `packages`: a folder or tarball of .deb/.rpm/.apk files",
+            );
+        }
+        if d.packages.is_some() && d.method != InstallMethod::Offline {
+            let loc = ctx.index.value("docker.packages");
+            ctx.push(loc, "docker.packages", "only used with `method: offline`");
+        }
+    }
+
+    // cluster
+    let (cluster, swarm) = match take(root, "cluster") {
+        Some(v @ Value::Object(_)) => match ctx.section::<RawCluster>(v, "cluster") {
+            Some(raw) => match raw.kind.as_deref() {
+                None => {
+                    let loc = ctx.index.value("cluster");
+                    ctx.push(
+                        loc,
+                        "cluster.kind",
+                        format!("missing; {}", expected_one_of("", CLUSTER_KINDS)),
+                    );
+                    (None, None)
+                }
+                Some("swarm") => (Some(ClusterKind::Swarm), Some(raw.swarm)),
+                Some("none") => (Some(ClusterKind::None), Some(raw.swarm)),
+                Some(k) if CLUSTER_KINDS.contains(&k) => {
+                    let loc = ctx.index.value("cluster.kind");
+                    ctx.push(loc, "cluster.kind", format!(
+                        "the `{k}` driver is not available in this version of flotilla yet; available: {}",
+                        CLUSTER_KINDS_AVAILABLE.join(", ")
+                    ));
+                    (None, None)
+                }
+                Some(k) => {
+                    let loc = ctx.index.value("cluster.kind");
+                    ctx.push(
+                        loc,
+                        "cluster.kind",
+                        format!(
+                            "unknown cluster kind `{k}`; {}",
+                            expected_one_of(k, CLUSTER_KINDS)
+                        ),
+                    );
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        },
+        Some(_) => {
+            let loc = ctx.index.value("cluster");
+            ctx.push(loc, "cluster", "expected a map with `kind`");
+            (None, None)
+        }
+        None => {
+            ctx.push(
+                Some(Loc { line: 1, col: 1 }),
+                "cluster",
+                format!(
+                    "missing required section; kind is {}",
+                    expected_one_of("", CLUSTER_KINDS)
+                ),
+            );
+            (None, None)
+        }
+    };
+
+    // groups
+    let groups = check_groups(ctx, take(root, "groups"), provider.as_ref(), path);
+    if let (Some(groups), Some(ClusterKind::Swarm)) = (&groups, cluster) {
+        let managers: u32 = groups
+            .iter()
+            .filter(|g| g.role == Role::Manager)
+            .map(|g| g.count)
+            .sum();
+        if managers == 0 {
+            let loc = ctx.index.value("groups");
+            ctx.push(loc, "groups", "a swarm needs at least one manager node (a group with `role: manager` and count >= 1)");
+        } else if managers % 2 == 0 {
+            let loc = ctx.index.value("groups");
+            ctx.push(loc, "groups", format!("{managers} swarm managers: use an odd number so the raft quorum survives a failure"));
+        }
+    }
+
+    let health = match take(root, "health") {
+        Some(v) => ctx
+            .section::<RawHealth>(v, "health")
+            .and_then(|raw| check_health(ctx, raw)),
+        None => Some(HealthConfig::default()),
+    };
+
+    let outputs = check_outputs(ctx, outputs, groups.as_deref().unwrap_or(&[]), &inputs);
+
+    Some(Blueprint {
+        source: path.to_path_buf(),
+        name: name?,
+        description,
+        inputs,
+        provider: provider?,
+        ssh: ssh?,
+        docker: docker?,
+        cluster: cluster?,
+        swarm: swarm?,
+        groups: groups?,
+        health: health?,
+        outputs,
+        rendered,
+    })
+}
+
+fn count_of(ctx: &mut Ctx, field: &str, v: &CountValue) -> Option<u32> {
+    let n = match v {
+        CountValue::Int(n) => Some(*n),
+        CountValue::Text(t) => t.trim().parse::<i64>().ok(),
+    };
+    match n {
+        Some(n) if n < 0 => {
+            let loc = ctx.index.value(field);
+            ctx.push(loc, field, format!("must be 0 or more, found {n}"));
+            None
+        }
+        Some(n) if n > 1000 => {
+            let loc = ctx.index.value(field);
+            ctx.push(
+                loc,
+                field,
+                format!("{n} nodes in one group is more than flotilla supports (1000)"),
+            );
+            None
+        }
+        Some(n) => u32::try_from(n).ok(),
+        None => {
+            let loc = ctx.index.value(field);
+            let shown = match v {
+                CountValue::Text(t) => t.clone(),
+                CountValue::Int(n) => n.to_string(),
+            };
+            ctx.push(
+                loc,
+                field,
+                format!("expected a whole number, found `{shown}`"),
+            );
+            None
+        }
+    }
+}
+
+fn check_groups(
+    ctx: &mut Ctx,
+    value: Option<Value>,
+    provider: Option<&ProviderConfig>,
+    path: &Path,
+) -> Option<Vec<Group>> {
+    let map = match value {
+        Some(Value::Object(m)) if !m.is_empty() => m,
+        Some(Value::Object(_)) | None => {
+            let loc = ctx.index.value("groups").or(Some(Loc { line: 1, col: 1 }));
+            ctx.push(
+                loc,
+                "groups",
+                "at least one group is required, e.g. `managers: {role: manager, count: 1}`",
+            );
+            return None;
+        }
+        Some(_) => {
+            let loc = ctx.index.value("groups");
+            ctx.push(
+                loc,
+                "groups",
+                "expected a map of group name -> {role, count}",
+            );
+            return None;
+        }
+    };
+    let is_static = matches!(provider, Some(ProviderConfig::Static(_)));
+    let inventory = match provider {
+        Some(ProviderConfig::Static(s)) => match &s.inventory {
+            Some(inv) => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let inv_path = resolve_relative(base, inv);
+                match std::fs::read_to_string(&inv_path) {
+                    Ok(t) => match flotilla_provider_static::parse_inventory(&t) {
+                        Ok(g) => Some(g),
+                        Err(e) => {
+                            let loc = ctx.index.value("provider.inventory");
+                            ctx.push(
+                                loc,
+                                "provider.inventory",
+                                format!("{}: {e}", inv_path.display()),
+                            );
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        let loc = ctx.index.value("provider.inventory");
+                        ctx.push(
+                            loc,
+                            "provider.inventory",
+                            format!("cannot read {}: {e}", inv_path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (gname, gval) in map {
+        let field = format!("groups.{gname}");
+        if !valid_name(&gname, 30) {
+            let loc = ctx.index.key(&field);
+            ctx.push(
+                loc,
+                &field,
+                "group names use 1-30 lowercase letters, digits and `-`, starting with a letter",
+            );
+            ok = false;
+            continue;
+        }
+        let Some(raw) = ctx.section::<RawGroup>(gval, &field) else {
+            ok = false;
+            continue;
+        };
+        let role = match raw.role {
+            Some(r) => r,
+            None => {
+                let loc = ctx.index.value(&field);
+                ctx.push(
+                    loc,
+                    format!("{field}.role"),
+                    "missing; expected one of manager, worker",
+                );
+                ok = false;
+                continue;
+            }
+        };
+        let mut hosts = raw.hosts.clone();
+        if !hosts.is_empty() && !is_static {
+            let loc = ctx.index.value(&format!("{field}.hosts"));
+            ctx.push(
+                loc,
+                format!("{field}.hosts"),
+                "host lists are only for `provider.kind: static`",
+            );
+            ok = false;
+        }
+        if is_static && hosts.is_empty() {
+            if let Some(inv) = &inventory {
+                hosts = inv
+                    .get(&gname)
+                    .map(|v| {
+                        v.iter()
+                            .map(|h| {
+                                format!(
+                                    "{}{}",
+                                    h.user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
+                                    h.id()
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+        }
+        for (i, h) in hosts.iter().enumerate() {
+            if let Err(e) = flotilla_provider_static::HostEntry::parse(h) {
+                let hf = format!("{field}.hosts[{i}]");
+                let loc = ctx.index.value(&hf);
+                ctx.push(loc, hf, format!("{e}; expected [user@]host[:port]"));
+                ok = false;
+            }
+        }
+        let count = match &raw.count {
+            Some(c) => count_of(ctx, &format!("{field}.count"), c),
+            None if is_static => u32::try_from(hosts.len()).ok(),
+            None => {
+                let loc = ctx.index.value(&field);
+                ctx.push(
+                    loc,
+                    format!("{field}.count"),
+                    "missing; how many nodes this group has (0 or more)",
+                );
+                None
+            }
+        };
+        let Some(count) = count else {
+            ok = false;
+            continue;
+        };
+        if is_static && count as usize != hosts.len() {
+            let loc = ctx
+                .index
+                .value(&format!("{field}.count"))
+                .or(ctx.index.value(&field));
+            let msg = if hosts.is_empty() {
+                "a static group needs hosts: list them under `hosts:` or in the inventory file's [group] section".to_string()
+            } else {
+                format!("count is {count} but the group lists {} hosts", hosts.len())
+            };
+            ctx.push(loc, format!("{field}.count"), msg);
+            ok = false;
+        }
+        for key in raw.labels.keys() {
+            if key.is_empty() || key.contains(char::is_whitespace) || key.contains('=') {
+                let lf = format!("{field}.labels.{key}");
+                let loc = ctx.index.key(&lf);
+                ctx.push(
+                    loc,
+                    lf,
+                    "label keys cannot be empty or contain spaces or `=`",
+                );
+                ok = false;
+            }
+        }
+        out.push(Group {
+            name: gname,
+            role,
+            count,
+            labels: raw.labels,
+            hosts,
+        });
+    }
+    let total: u32 = out.iter().map(|g| g.count).sum();
+    if ok && total == 0 {
+        let loc = ctx.index.value("groups");
+        ctx.push(
+            loc,
+            "groups",
+            "the groups add up to 0 nodes; give at least one group a count of 1 or more",
+        );
+        ok = false;
+    }
+    ok.then_some(out)
+}
+
+fn resolve_relative(base: &Path, p: &str) -> PathBuf {
+    let expanded = crate::util::expand_tilde(p);
+    if expanded.is_absolute() {
+        expanded
+    } else {
+        base.join(expanded)
+    }
+}
+
+fn check_health(ctx: &mut Ctx, raw: RawHealth) -> Option<HealthConfig> {
+    let mut h = HealthConfig::default();
+    if let Some(m) = raw.max_unhealthy {
+        let parsed = match &m {
+            CountValue::Int(n) if *n >= 0 => u32::try_from(*n).ok().map(MaxUnhealthy::Count),
+            CountValue::Text(t) => match t.trim().strip_suffix('%') {
+                Some(p) => p
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .map(MaxUnhealthy::Percent),
+                None => t.trim().parse::<u32>().ok().map(MaxUnhealthy::Count),
+            },
+            _ => None,
+        };
+        match parsed {
+            Some(p) => h.max_unhealthy = p,
+            None => {
+                let loc = ctx.index.value("health.max_unhealthy");
+                ctx.push(
+                    loc,
+                    "health.max_unhealthy",
+                    "expected a node count (2) or a percentage (40%)",
+                );
+                return None;
+            }
+        }
+    }
+    if let Some(d) = raw.node_startup_timeout {
+        h.node_startup_timeout = d;
+    }
+    if let Some(d) = raw.check_interval {
+        h.check_interval = d;
+    }
+    Some(h)
+}
+
+/// Sample context for test-rendering outputs at validate time: every group with its nodes.
+pub fn outputs_context(
+    deployment: &str,
+    inputs: &Map<String, Value>,
+    groups: &Value,
+) -> tera::Context {
+    let mut c = tera::Context::new();
+    c.insert("inputs", inputs);
+    c.insert("groups", groups);
+    c.insert("deployment", deployment);
+    c
+}
+
+fn check_outputs(
+    ctx: &mut Ctx,
+    outputs: Option<(Value, YamlIndex)>,
+    groups: &[Group],
+    inputs: &Map<String, Value>,
+) -> Vec<(String, String)> {
+    let Some((value, index)) = outputs else {
+        return Vec::new();
+    };
+    let map = match value {
+        Value::Object(m) => m,
+        Value::Null => return Vec::new(),
+        _ => {
+            ctx.problems.push(Problem::new(
+                ctx.file,
+                index.value("outputs"),
+                "outputs",
+                "expected a map of name -> template string",
+            ));
+            return Vec::new();
+        }
+    };
+    // A sample of what `up` provides, so mistakes (`groups.manager[0]`) show at validate time.
+    let mut sample = Map::new();
+    for g in groups {
+        let nodes: Vec<Value> = (1..=g.count.max(1))
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("{}-{i}", g.name), "private_ip": "10.0.0.1", "public_ip": "10.0.0.1",
+                    "ssh_address": "10.0.0.1", "ssh_port": 22, "ssh_user": "root", "role": g.role.as_str(), "group": g.name,
+                })
+            })
+            .collect();
+        sample.insert(g.name.clone(), Value::Array(nodes));
+    }
+    let context = outputs_context("sample", inputs, &Value::Object(sample));
+    let mut out = Vec::new();
+    for (name, v) in map {
+        let field = format!("outputs.{name}");
+        let Some(template) = v.as_str() else {
+            ctx.problems.push(Problem::new(
+                ctx.file,
+                index.value(&field),
+                &field,
+                "expected a template string",
+            ));
+            continue;
+        };
+        if let Err((_, msg)) = render_template(&field, template, &context) {
+            ctx.problems
+                .push(Problem::new(ctx.file, index.value(&field), &field, msg));
+            continue;
+        }
+        out.push((name, template.to_string()));
+    }
+    out
+}

@@ -1,0 +1,15 @@
+//! Blueprints: YAML rendered with tera from typed inputs, validated with file:line:col locations.
+//!
+//! YAML is read with serde-saphyr (serde_yaml is deprecated upstream; serde-saphyr is maintained,
+//! panic-free on hostile input, reports line/column on errors and rejects duplicate keys), and its
+//! re-exported granit parser gives the location index used for semantic errors.
+
+mod inputs;
+mod load;
+pub mod model;
+mod problem;
+mod yaml_index;
+
+pub use load::{load, load_str, outputs_context, render_template};
+pub use model::*;
+pub use problem::{Problem, Problems};

@@ -1,0 +1,272 @@
+//! The blueprint as written (serde shapes, strict about unknown fields) and the checked form the
+//! engine uses.
+
+use flotilla_provider_core::Role;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Top-level fields, in the order the reference documents them.
+pub const TOP_LEVEL_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "inputs",
+    "provider",
+    "ssh",
+    "docker",
+    "cluster",
+    "groups",
+    "health",
+    "outputs",
+];
+
+pub const PROVIDER_KINDS: &[&str] = &["docker", "static", "ec2", "openstack"];
+/// Provider kinds this build can drive.
+pub const PROVIDER_KINDS_AVAILABLE: &[&str] = &["docker", "static"];
+pub const CLUSTER_KINDS: &[&str] = &["swarm", "kubernetes", "mesos", "none"];
+pub const CLUSTER_KINDS_AVAILABLE: &[&str] = &["swarm", "none"];
+
+/// A count written as a number, or as a string a template rendered (`"{{ inputs.workers }}"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CountValue {
+    Int(i64),
+    Text(String),
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| {
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a duration like 30s, 5m or 1h ({e})"))
+        })
+    })
+    .transpose()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub role: Option<Role>,
+    pub count: Option<CountValue>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Static provider: the group's hosts (`[user@]host[:port]`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Trust a host key the first time, record it, and refuse a different key later.
+    #[default]
+    Pin,
+    /// Require the key to be in `ssh.known_hosts` already.
+    Strict,
+    /// No host key checks at all (throwaway test nodes only).
+    Insecure,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    pub user: Option<String>,
+    /// Private key file; default: a per-deployment ed25519 key flotilla generates.
+    pub private_key: Option<String>,
+    pub port: Option<u16>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// How long to keep retrying while a fresh machine boots and sshd is not up yet.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub boot_timeout: Option<Duration>,
+    /// Upper bound for one remote command (a Docker install, a swarm join).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub command_timeout: Option<Duration>,
+    /// Nodes worked on at once.
+    pub parallelism: Option<usize>,
+    #[serde(default)]
+    pub host_key_policy: HostKeyPolicy,
+    /// known_hosts file for `host_key_policy: strict`.
+    pub known_hosts: Option<String>,
+    /// Bastion / jump host (`[user@]host[:port]`).
+    pub jump: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallMethod {
+    /// The distribution's own packages (docker.io on Debian/Ubuntu, moby-engine/docker on RHEL-family,
+    /// docker on Alpine).
+    #[default]
+    Distro,
+    /// Docker's own package repository (docker-ce).
+    DockerCe,
+    /// Packages the operator supplies (`docker.packages`), uploaded and installed without network.
+    Offline,
+    /// Docker must already be there; flotilla only checks and starts it.
+    Preinstalled,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DockerInstallConfig {
+    #[serde(default)]
+    pub method: InstallMethod,
+    /// docker-ce version pin (e.g. `5:27.3.1-1~debian.12~bookworm`); distro method ignores it.
+    pub version: Option<String>,
+    /// Offline method: a folder or .tar/.tar.gz of packages (.deb, .rpm or .apk).
+    pub packages: Option<String>,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// apt-only proxy (e.g. an apt-cacher-ng at http://10.0.0.1:3142).
+    pub apt_proxy: Option<String>,
+    /// Extra keys for /etc/docker/daemon.json.
+    pub daemon: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmOptions {
+    /// `docker swarm init --default-addr-pool` (keep overlay networks inside your own range).
+    pub default_addr_pool: Option<ipnet::Ipv4Net>,
+    pub default_addr_pool_mask_length: Option<u8>,
+    /// `docker swarm init --dispatcher-heartbeat` (how fast a dead node shows Down).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub dispatcher_heartbeat: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub swarm: SwarmOptions,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// A count (`2`) or a percentage (`40%`).
+    pub max_unhealthy: Option<CountValue>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub node_startup_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub check_interval: Option<Duration>,
+}
+
+/// One declared input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    pub default: Option<serde_json::Value>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    #[serde(rename = "enum")]
+    pub allowed: Option<Vec<serde_json::Value>>,
+    pub description: Option<String>,
+}
+
+pub const INPUT_TYPES: &[&str] = &["string", "integer", "number", "boolean"];
+
+// ---- checked form -------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub name: String,
+    pub role: Role,
+    pub count: u32,
+    pub labels: BTreeMap<String, String>,
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterKind {
+    Swarm,
+    None,
+}
+
+impl ClusterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterKind::Swarm => "swarm",
+            ClusterKind::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    Docker(flotilla_provider_docker::DockerConfig),
+    Static(flotilla_provider_static::StaticConfig),
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Docker(_) => "docker",
+            ProviderConfig::Static(_) => "static",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MaxUnhealthy {
+    Count(u32),
+    Percent(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub max_unhealthy: MaxUnhealthy,
+    pub node_startup_timeout: Duration,
+    pub check_interval: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            max_unhealthy: MaxUnhealthy::Percent(40),
+            node_startup_timeout: Duration::from_secs(600),
+            check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A rendered, validated blueprint.
+#[derive(Debug, Clone)]
+pub struct Blueprint {
+    pub source: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+    pub provider: ProviderConfig,
+    pub ssh: SshConfig,
+    pub docker: DockerInstallConfig,
+    pub cluster: ClusterKind,
+    pub swarm: SwarmOptions,
+    pub groups: Vec<Group>,
+    pub health: HealthConfig,
+    /// Output name -> tera template, rendered after bring-up.
+    pub outputs: Vec<(String, String)>,
+    /// The rendered YAML (kept in state for `plan` diffs and audits).
+    pub rendered: String,
+}
+
+impl Blueprint {
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}

@@ -1,0 +1,93 @@
+//! Command-line definitions (clap). The contract is documented in README "Commands".
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about = "Stand up Docker Swarm clusters on local Docker, existing hosts and clouds", long_about = None)]
+pub struct Cli {
+    /// State directory (default: $FLOTILLA_HOME, else $XDG_STATE_HOME/flotilla, else ~/.local/state/flotilla).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// No progress on stderr (errors are still printed).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log detail on stderr (-v info, -vv debug); or set FLOTILLA_LOG=<filter>.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BlueprintArgs {
+    /// Blueprint file (YAML + tera).
+    pub blueprint: PathBuf,
+    /// Set an input: NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Wait up to this long for another run on the same deployment to finish (e.g. 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_lock: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s or 5m: {e}"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a blueprint without touching any machine (exit 0 valid, 2 invalid).
+    Validate(BlueprintArgs),
+    /// Show what `up` would create, change or delete (exit 0 nothing to do, 10 changes pending).
+    Plan(BlueprintArgs),
+    /// Create or converge the deployment the blueprint names.
+    Up {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// Do not ask before deleting machines (scale-in, orphans).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Health of each node: machine, SSH, Docker and cluster membership.
+    Status {
+        /// Deployment name (all deployments when omitted).
+        deployment: Option<String>,
+    },
+    /// The blueprint's outputs for a deployment.
+    Outputs { deployment: String },
+    /// Open a shell (or run a command) on a node.
+    Ssh {
+        deployment: String,
+        node: String,
+        /// Command to run instead of a shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Delete the deployment's machines and everything else it created.
+    Down {
+        deployment: String,
+        /// Required: confirms the deletion.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Deployments under the flotilla home.
+    List,
+}

@@ -1,0 +1,85 @@
+//! Orchestrators: what forms a cluster out of nodes that run Docker. Swarm now; Kubernetes and
+//! Mesos plug into the same interface.
+
+pub mod swarm;
+
+use crate::docker::SwarmLocal;
+use crate::ssh::{SshError, Target};
+use async_trait::async_trait;
+use flotilla_provider_core::Role;
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{node}: {message}")]
+    Node { node: String, message: String },
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// A node as the orchestrator sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub name: String,
+    pub role: Role,
+    pub target: Target,
+    /// Address other nodes reach it on (advertise address).
+    pub ip: String,
+    pub labels: BTreeMap<String, String>,
+    pub local: SwarmLocal,
+}
+
+/// What the cluster itself believes about a member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Member {
+    pub id: String,
+    pub hostname: String,
+    pub role: String,
+    /// ready | down | unknown | disconnected
+    pub status: String,
+    /// active | pause | drain
+    pub availability: String,
+    /// reachable | unreachable | "" for workers
+    pub reachability: String,
+    pub leader: bool,
+    pub addr: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConvergeReport {
+    pub initialized_on: Option<String>,
+    pub joined: Vec<String>,
+    pub labelled: Vec<String>,
+    pub cluster_id: Option<String>,
+    /// Node name -> cluster member id.
+    pub member_ids: BTreeMap<String, String>,
+    pub routing_mesh: Option<bool>,
+}
+
+impl ConvergeReport {
+    pub fn changed(&self) -> bool {
+        self.initialized_on.is_some() || !self.joined.is_empty() || !self.labelled.is_empty()
+    }
+}
+
+#[async_trait]
+pub trait Orchestrator: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// Forms the cluster or brings it to the wanted membership; fresh join tokens every call.
+    async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError>;
+    /// Members as the cluster reports them, asked through any working manager.
+    async fn members(&self, managers: &[ClusterNode]) -> Result<Vec<Member>, ClusterError>;
+    /// Takes a node out: drain, leave, and remove its member entry through a manager.
+    async fn remove(
+        &self,
+        node: &ClusterNode,
+        managers: &[ClusterNode],
+        member_id: Option<&str>,
+    ) -> Result<(), ClusterError>;
+    /// Undo what flotilla set up on a node that stays (static hosts on `down`).
+    async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError>;
+}

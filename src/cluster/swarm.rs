@@ -1,0 +1,480 @@
+//! Docker Swarm: `swarm init` on the first manager, fresh join tokens every run, managers joined
+//! one at a time (each waits until it is Reachable, so quorum is never at risk), workers in
+//! parallel, labels from the blueprint, and a final check that every node is Ready/Active.
+
+use super::{ClusterError, ClusterNode, ConvergeReport, Member, Orchestrator};
+use crate::blueprint::SwarmOptions;
+use crate::ssh::{shell_quote, SshPool};
+use async_trait::async_trait;
+use flotilla_provider_core::Role;
+use futures::stream::{self, StreamExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+pub struct Swarm {
+    pool: Arc<SshPool>,
+    options: SwarmOptions,
+    /// Bound on waiting for a node to show Ready / Reachable.
+    settle_timeout: Duration,
+}
+
+const NODE_LS: &str = r#"docker node ls -q | xargs -r docker node inspect --format '{{.ID}}|{{.Description.Hostname}}|{{.Spec.Role}}|{{.Status.State}}|{{.Spec.Availability}}|{{if .ManagerStatus}}{{.ManagerStatus.Reachability}}|{{.ManagerStatus.Leader}}{{else}}|false{{end}}|{{.Status.Addr}}|{{json .Spec.Labels}}'"#;
+
+fn parse_members(out: &str) -> Vec<Member> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(9, '|').collect();
+            if f.len() < 9 {
+                return None;
+            }
+            let labels: BTreeMap<String, String> =
+                serde_json::from_str(f[8].trim()).unwrap_or_default();
+            Some(Member {
+                id: f[0].to_string(),
+                hostname: f[1].to_string(),
+                role: f[2].to_string(),
+                status: f[3].to_string(),
+                availability: f[4].to_string(),
+                reachability: f[5].to_string(),
+                leader: f[6] == "true",
+                addr: f[7].to_string(),
+                labels,
+            })
+        })
+        .collect()
+}
+
+impl Swarm {
+    pub fn new(pool: Arc<SshPool>, options: SwarmOptions) -> Self {
+        Self {
+            pool,
+            options,
+            settle_timeout: Duration::from_secs(90),
+        }
+    }
+
+    async fn members_via(&self, via: &ClusterNode) -> Result<Vec<Member>, ClusterError> {
+        let out = self
+            .pool
+            .run_ok(
+                &via.target,
+                "docker node ls",
+                NODE_LS,
+                Some(Duration::from_secs(60)),
+            )
+            .await?;
+        Ok(parse_members(&out))
+    }
+
+    async fn init(&self, node: &ClusterNode) -> Result<(), ClusterError> {
+        let mut cmd = format!(
+            "docker swarm init --advertise-addr {}",
+            shell_quote(&node.ip)
+        );
+        if let Some(pool) = &self.options.default_addr_pool {
+            cmd.push_str(&format!(" --default-addr-pool {pool}"));
+            if let Some(mask) = self.options.default_addr_pool_mask_length {
+                cmd.push_str(&format!(" --default-addr-pool-mask-length {mask}"));
+            }
+        }
+        if let Some(hb) = self.options.dispatcher_heartbeat {
+            cmd.push_str(&format!(" --dispatcher-heartbeat {}s", hb.as_secs().max(1)));
+        }
+        cmd.push_str(" >/dev/null");
+        self.pool
+            .run_ok(
+                &node.target,
+                "docker swarm init",
+                &cmd,
+                Some(Duration::from_secs(120)),
+            )
+            .await?;
+        info!(node = %node.name, "swarm initialised");
+        Ok(())
+    }
+
+    /// Fresh tokens, read from a manager at the moment they are needed, never stored or logged.
+    async fn tokens(&self, leader: &ClusterNode) -> Result<(String, String), ClusterError> {
+        let out = self
+            .pool
+            .run_ok(
+                &leader.target,
+                "docker swarm join-token",
+                "docker swarm join-token -q worker && docker swarm join-token -q manager",
+                Some(Duration::from_secs(60)),
+            )
+            .await?;
+        let mut lines = out.lines().map(str::trim).filter(|l| !l.is_empty());
+        match (lines.next(), lines.next()) {
+            (Some(w), Some(m)) => Ok((w.to_string(), m.to_string())),
+            _ => Err(ClusterError::Node {
+                node: leader.name.clone(),
+                message: "could not read the swarm join tokens".into(),
+            }),
+        }
+    }
+
+    async fn join(
+        &self,
+        node: &ClusterNode,
+        token: &str,
+        leader_ip: &str,
+    ) -> Result<String, ClusterError> {
+        // The token travels on stdin (inside the script), never on a command line or in a log.
+        let script = format!(
+            "docker swarm join --token {} --advertise-addr {} {}:2377 >/dev/null && docker info --format '{{{{.Swarm.NodeID}}}}'",
+            shell_quote(token),
+            shell_quote(&node.ip),
+            leader_ip
+        );
+        let out = self
+            .pool
+            .run_ok(
+                &node.target,
+                "docker swarm join",
+                &script,
+                Some(Duration::from_secs(180)),
+            )
+            .await?;
+        info!(node = %node.name, role = %node.role, "joined the swarm");
+        Ok(out.trim().to_string())
+    }
+
+    /// Waits until `check` holds for the member list, bounded by `settle_timeout`.
+    async fn wait_members<F>(
+        &self,
+        via: &ClusterNode,
+        what: &str,
+        check: F,
+    ) -> Result<Vec<Member>, ClusterError>
+    where
+        F: Fn(&[Member]) -> Result<(), String>,
+    {
+        let deadline = Instant::now() + self.settle_timeout;
+        let mut delay = Duration::from_millis(300);
+        loop {
+            let members = self.members_via(via).await?;
+            match check(&members) {
+                Ok(()) => return Ok(members),
+                Err(why) if Instant::now() + delay > deadline => {
+                    return Err(ClusterError::Cluster(format!(
+                        "{what}: still not true after {}s: {why}",
+                        self.settle_timeout.as_secs()
+                    )))
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(3));
+                }
+            }
+        }
+    }
+
+    async fn detect_ipvs(&self, node: &ClusterNode) -> Option<bool> {
+        let out = self
+            .pool
+            .run(
+                &node.target,
+                "ipvs check",
+                "[ -d /proc/sys/net/ipv4/vs ] && echo yes || echo no",
+                Some(Duration::from_secs(30)),
+            )
+            .await
+            .ok()?;
+        Some(out.stdout.trim() == "yes")
+    }
+}
+
+#[async_trait]
+impl Orchestrator for Swarm {
+    fn kind(&self) -> &'static str {
+        "swarm"
+    }
+
+    async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {
+        let mut report = ConvergeReport::default();
+        // 1. Which swarm, if any, do the nodes already belong to?
+        let active_managers: Vec<&ClusterNode> = nodes
+            .iter()
+            .filter(|n| n.local.state == "active" && n.local.control)
+            .collect();
+        let clusters: std::collections::BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| n.local.state == "active" && !n.local.cluster_id.is_empty())
+            .map(|n| n.local.cluster_id.as_str())
+            .collect();
+        if clusters.len() > 1 {
+            return Err(ClusterError::Cluster(format!(
+                "the nodes belong to {} different swarms ({}); make the odd ones `docker swarm leave --force` first",
+                clusters.len(),
+                clusters.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        for n in nodes {
+            if matches!(n.local.state.as_str(), "error" | "locked") {
+                return Err(ClusterError::Node { node: n.name.clone(), message: format!("swarm state is `{}`; fix it on the node (docker swarm leave --force, or unlock)", n.local.state) });
+            }
+        }
+        let leader: ClusterNode = match active_managers.first() {
+            Some(m) => (*m).clone(),
+            None => {
+                if let Some(n) = nodes.iter().find(|n| n.local.state == "active") {
+                    return Err(ClusterError::Node {
+                        node: n.name.clone(),
+                        message: "is a swarm worker but none of the deployment's managers is in its swarm; \
+                                  `docker swarm leave` it or add its managers"
+                            .into(),
+                    });
+                }
+                let first = nodes
+                    .iter()
+                    .find(|n| n.role == Role::Manager)
+                    .ok_or_else(|| {
+                        ClusterError::Cluster("no manager node to initialise the swarm on".into())
+                    })?;
+                self.init(first).await?;
+                report.initialized_on = Some(first.name.clone());
+                first.clone()
+            }
+        };
+        report.routing_mesh = self.detect_ipvs(&leader).await;
+
+        let members = self.members_via(&leader).await?;
+        let known: std::collections::BTreeSet<&str> =
+            members.iter().map(|m| m.id.as_str()).collect();
+        let needs_join = |n: &&ClusterNode| {
+            n.name != leader.name
+                && !(n.local.state == "active" && known.contains(n.local.node_id.as_str()))
+        };
+        let pending_managers: Vec<&ClusterNode> = nodes
+            .iter()
+            .filter(|n| n.role == Role::Manager)
+            .filter(needs_join)
+            .collect();
+        let pending_workers: Vec<&ClusterNode> = nodes
+            .iter()
+            .filter(|n| n.role == Role::Worker)
+            .filter(needs_join)
+            .collect();
+
+        let mut ids: BTreeMap<String, String> = nodes
+            .iter()
+            .filter(|n| n.local.state == "active" && !n.local.node_id.is_empty())
+            .map(|n| (n.name.clone(), n.local.node_id.clone()))
+            .collect();
+        if !pending_managers.is_empty() || !pending_workers.is_empty() {
+            let (worker_token, manager_token) = self.tokens(&leader).await?;
+            // 2. Managers one at a time, each Reachable before the next (quorum safety).
+            for m in pending_managers {
+                let id = self.join(m, &manager_token, &leader.ip).await?;
+                let want = id.clone();
+                self.wait_members(
+                    &leader,
+                    &format!("manager {} reachable", m.name),
+                    move |ms| match ms.iter().find(|x| x.id == want) {
+                        Some(x) if x.reachability == "reachable" => Ok(()),
+                        Some(x) => Err(format!("reachability is `{}`", x.reachability)),
+                        None => Err("not listed yet".into()),
+                    },
+                )
+                .await?;
+                ids.insert(m.name.clone(), id);
+                report.joined.push(m.name.clone());
+            }
+            // 3. Workers in parallel; one failing does not stop the others.
+            let owned: Vec<ClusterNode> = pending_workers.into_iter().cloned().collect();
+            let results: Vec<(String, Result<String, ClusterError>)> = stream::iter(owned)
+                .map(|w| {
+                    let token = worker_token.clone();
+                    let leader_ip = leader.ip.clone();
+                    async move {
+                        let _permit = self.pool.limit.acquire().await;
+                        let r = self.join(&w, &token, &leader_ip).await;
+                        (w.name.clone(), r)
+                    }
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+            let mut failures = Vec::new();
+            for (name, r) in results {
+                match r {
+                    Ok(id) => {
+                        ids.insert(name.clone(), id);
+                        report.joined.push(name);
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            if !failures.is_empty() {
+                return Err(ClusterError::Cluster(format!(
+                    "{} node(s) could not join: {}",
+                    failures.len(),
+                    failures.join("; ")
+                )));
+            }
+        }
+        if !ids.contains_key(&leader.name) {
+            let out = self
+                .pool
+                .run_ok(
+                    &leader.target,
+                    "docker info",
+                    "docker info --format '{{.Swarm.NodeID}}'",
+                    Some(Duration::from_secs(30)),
+                )
+                .await?;
+            ids.insert(leader.name.clone(), out.trim().to_string());
+        }
+
+        // 4. Every node Ready/Active.
+        let want: Vec<String> = ids.values().cloned().collect();
+        let members = self
+            .wait_members(&leader, "all nodes Ready and Active", |ms| {
+                for id in &want {
+                    match ms.iter().find(|m| &m.id == id) {
+                        Some(m) if m.status == "ready" && m.availability == "active" => {}
+                        Some(m) => {
+                            return Err(format!(
+                                "{} ({}) is {}/{}",
+                                m.hostname, m.id, m.status, m.availability
+                            ))
+                        }
+                        None => return Err(format!("member {id} not listed")),
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+
+        // 5. Labels from the blueprint (only missing or different ones are written).
+        for n in nodes {
+            let Some(id) = ids.get(&n.name) else { continue };
+            let Some(m) = members.iter().find(|m| &m.id == id) else {
+                continue;
+            };
+            let mut args = String::new();
+            for (k, v) in &n.labels {
+                if m.labels.get(k) != Some(v) {
+                    args.push_str(&format!(
+                        " --label-add {}",
+                        shell_quote(&format!("{k}={v}"))
+                    ));
+                }
+            }
+            if !args.is_empty() {
+                self.pool
+                    .run_ok(
+                        &leader.target,
+                        "docker node update",
+                        &format!("docker node update{args} {id} >/dev/null"),
+                        Some(Duration::from_secs(60)),
+                    )
+                    .await?;
+                report.labelled.push(n.name.clone());
+            }
+        }
+        report.cluster_id = self
+            .pool
+            .run_ok(
+                &leader.target,
+                "docker info",
+                "docker info --format '{{.Swarm.Cluster.ID}}'",
+                Some(Duration::from_secs(30)),
+            )
+            .await
+            .ok()
+            .map(|s| s.trim().to_string());
+        report.member_ids = ids;
+        Ok(report)
+    }
+
+    async fn members(&self, managers: &[ClusterNode]) -> Result<Vec<Member>, ClusterError> {
+        let mut last = None;
+        for m in managers {
+            match self.members_via(m).await {
+                Ok(ms) => return Ok(ms),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClusterError::Cluster("no manager to ask".into())))
+    }
+
+    async fn remove(
+        &self,
+        node: &ClusterNode,
+        managers: &[ClusterNode],
+        member_id: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let via: Vec<ClusterNode> = managers
+            .iter()
+            .filter(|m| m.name != node.name)
+            .cloned()
+            .collect();
+        // Drain first so tasks move before the node goes (best effort: the node may be dead).
+        if let (Some(id), Some(m)) = (member_id, via.first()) {
+            let _ = self
+                .pool
+                .run(
+                    &m.target,
+                    "docker node update --availability drain",
+                    &format!(
+                        "docker node update --availability drain {id} >/dev/null 2>&1 || true"
+                    ),
+                    Some(Duration::from_secs(60)),
+                )
+                .await;
+            if node.role == Role::Manager {
+                let _ = self
+                    .pool
+                    .run(
+                        &m.target,
+                        "docker node demote",
+                        &format!("docker node demote {id} >/dev/null 2>&1 || true"),
+                        Some(Duration::from_secs(60)),
+                    )
+                    .await;
+            }
+        }
+        let _ = self
+            .pool
+            .run(
+                &node.target,
+                "docker swarm leave",
+                "docker swarm leave --force >/dev/null 2>&1 || true",
+                Some(Duration::from_secs(60)),
+            )
+            .await;
+        if let (Some(id), Some(m)) = (member_id, via.first()) {
+            self.pool
+                .run_ok(&m.target, "docker node rm", &format!("docker node rm --force {id} >/dev/null 2>&1 || docker node inspect {id} >/dev/null 2>&1 && exit 1 || true"), Some(Duration::from_secs(60)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError> {
+        self.pool
+            .run_ok(&node.target, "docker swarm leave", "docker info --format '{{.Swarm.LocalNodeState}}' | grep -q inactive || docker swarm leave --force >/dev/null", Some(Duration::from_secs(60)))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_node_inspect_lines() {
+        let out = "abc|managers-1|manager|ready|active|reachable|true|10.198.0.10|{\"zone\":\"a\"}\nxyz|workers-1|worker|down|active||false|10.198.0.11|{}\n";
+        let ms = parse_members(out);
+        assert_eq!(ms.len(), 2);
+        assert!(ms[0].leader);
+        assert_eq!(ms[0].labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(ms[1].status, "down");
+        assert_eq!(ms[1].reachability, "");
+    }
+}

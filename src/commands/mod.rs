@@ -1,0 +1,47 @@
+//! One function per verb: parse-level concerns and output formatting; the work is in `engine`.
+
+mod down;
+mod list;
+mod outputs;
+mod plan;
+mod ssh;
+mod status;
+mod up;
+mod validate;
+
+use crate::cli::{Cli, Command, Output};
+use crate::error::Result;
+use crate::state::{resolve_home, Home};
+
+/// Runs a command; returns the exit code for successful runs (0, or 10 for `plan` with changes).
+pub async fn run(cli: Cli) -> Result<i32> {
+    let home = Home::new(resolve_home(cli.home.as_deref()));
+    let json = cli.output == Output::Json;
+    match cli.command {
+        Command::Validate(bp) => validate::run(&bp, json),
+        Command::Plan(bp) => plan::run(&bp, &home, json, cli.quiet).await,
+        Command::Up { bp, yes, lock } => {
+            up::run(&bp, &home, json, cli.quiet, yes, lock.wait_lock).await
+        }
+        Command::Status { deployment } => status::run(&home, deployment.as_deref(), json).await,
+        Command::Outputs { deployment } => outputs::run(&home, &deployment, json),
+        Command::Ssh {
+            deployment,
+            node,
+            command,
+        } => ssh::run(&home, &deployment, &node, &command),
+        Command::Down {
+            deployment,
+            yes,
+            lock,
+        } => down::run(&home, &deployment, yes, json, cli.quiet, lock.wait_lock).await,
+        Command::List => list::run(&home, json),
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode JSON output: {e}"),
+    }
+}

@@ -1,0 +1,89 @@
+//! The engine: runs `up`, `down` and `status` as journalled sequences of steps over a provider,
+//! the SSH pool and an orchestrator.
+
+pub mod down;
+pub mod nodes;
+pub mod plan;
+pub mod status;
+pub mod up;
+
+use crate::blueprint::{Blueprint, ProviderConfig};
+use crate::error::{Error, Result};
+use crate::state::{Journal, Phase, State};
+use flotilla_provider_core::{Provider, Role};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Builds the provider a blueprint names.
+pub async fn build_provider(bp: &Blueprint) -> Result<Arc<dyn Provider>> {
+    match &bp.provider {
+        ProviderConfig::Docker(cfg) => {
+            let p = flotilla_provider_docker::DockerProvider::connect(
+                cfg.clone(),
+                crate::state::cache_dir(),
+            )
+            .await?;
+            Ok(Arc::new(p))
+        }
+        ProviderConfig::Static(_) => {
+            let mut hosts = Vec::new();
+            for g in &bp.groups {
+                for (i, h) in g.hosts.iter().enumerate() {
+                    let entry = flotilla_provider_static::HostEntry::parse(h)
+                        .map_err(|e| Error::Usage(format!("groups.{}.hosts[{i}]: {e}", g.name)))?;
+                    hosts.push(flotilla_provider_static::StaticHost {
+                        name: format!("{}-{}", g.name, i + 1),
+                        group: g.name.clone(),
+                        role: g.role,
+                        entry,
+                    });
+                }
+            }
+            Ok(Arc::new(flotilla_provider_static::StaticProvider::new(
+                hosts,
+            )))
+        }
+    }
+}
+
+/// Re-reads the blueprint recorded in the state (for `down`/`status` without the file).
+pub fn recorded_blueprint(state: &State) -> Result<Blueprint> {
+    let path = Path::new(&state.blueprint_path);
+    crate::blueprint::load_str(&state.blueprint_rendered, path, &[]).map_err(|p| {
+        Error::Other(format!(
+            "the blueprint recorded in the state of `{}` no longer validates: {p}",
+            state.deployment
+        ))
+    })
+}
+
+/// Journal helper that turns write failures into errors that stop the run.
+pub fn journal(
+    j: &Journal,
+    step: &str,
+    target: &str,
+    phase: Phase,
+    detail: serde_json::Value,
+) -> Result<()> {
+    j.record(step, target, phase, detail)
+        .map_err(|source| Error::Journal {
+            path: j.path().display().to_string(),
+            source,
+        })
+}
+
+/// Test hook for the fault-injection suite: `FLOTILLA_FAULT_AT=<step>` makes the process exit
+/// abruptly (as a SIGKILL would) when it reaches that step boundary.
+pub fn fault_point(step: &str) {
+    if std::env::var("FLOTILLA_FAULT_AT").ok().as_deref() == Some(step) {
+        eprintln!("FLOTILLA_FAULT_AT={step}: aborting here (test hook)");
+        std::process::abort();
+    }
+}
+
+pub fn role_order(r: Role) -> u8 {
+    match r {
+        Role::Manager => 0,
+        Role::Worker => 1,
+    }
+}

@@ -1,0 +1,134 @@
+//! Per-node work shared by `up`, `status` and `down`: SSH targets, probing, Docker install.
+
+use crate::blueprint::{Blueprint, InstallMethod};
+use crate::docker::{install_script, offline_bundle, parse_probe, Family, Probe, PROBE_SCRIPT};
+use crate::ssh::{SshError, SshPool, SshSettings, Target};
+use crate::state::{NodeRecord, State};
+use std::path::Path;
+use std::time::Duration;
+
+/// SSH settings for a deployment directory and blueprint.
+pub fn ssh_settings(bp: &Blueprint, dir: &Path, key: &Path) -> SshSettings {
+    SshSettings {
+        private_key: key.to_path_buf(),
+        config_file: dir.join("ssh_config"),
+        known_hosts: match (&bp.ssh.host_key_policy, &bp.ssh.known_hosts) {
+            (crate::blueprint::HostKeyPolicy::Strict, Some(k)) => crate::util::expand_tilde(k),
+            _ => dir.join("known_hosts"),
+        },
+        // Short: ssh limits the whole socket path (sun_path) to 108 bytes.
+        control_dir: std::env::temp_dir().join(format!("flotilla-{}", std::process::id())),
+        policy: bp.ssh.host_key_policy,
+        connect_timeout: bp.ssh.connect_timeout.unwrap_or(Duration::from_secs(10)),
+        boot_timeout: bp.ssh.boot_timeout.unwrap_or(Duration::from_secs(300)),
+        command_timeout: bp.ssh.command_timeout.unwrap_or(Duration::from_secs(900)),
+        parallelism: bp.ssh.parallelism.unwrap_or(16),
+        jump: bp.ssh.jump.clone(),
+    }
+}
+
+pub fn default_user(bp: &Blueprint) -> String {
+    bp.ssh.user.clone().unwrap_or_else(|| "root".to_string())
+}
+
+pub fn target_of(rec: &NodeRecord, bp_user: &str, bp_port: Option<u16>) -> Option<Target> {
+    let addr = rec.ssh_address()?;
+    Some(Target {
+        node: rec.name.clone(),
+        user: if rec.ssh_user.is_empty() {
+            bp_user.to_string()
+        } else {
+            rec.ssh_user.clone()
+        },
+        address: addr.to_string(),
+        port: bp_port
+            .filter(|_| rec.ssh_port == 22)
+            .unwrap_or(rec.ssh_port),
+        pinned_key: rec.host_key.clone(),
+    })
+}
+
+pub fn targets(state: &State, bp: &Blueprint) -> Vec<Target> {
+    let user = default_user(bp);
+    state
+        .nodes
+        .values()
+        .filter_map(|r| target_of(r, &user, bp.ssh.port))
+        .collect()
+}
+
+/// Connects (waiting for boot within `window`) and probes the node in one command.
+pub async fn probe(pool: &SshPool, t: &Target, window: Duration) -> Result<Probe, SshError> {
+    pool.session_within(t, window).await?;
+    let out = pool
+        .run_ok(t, "probe", PROBE_SCRIPT, Some(Duration::from_secs(60)))
+        .await?;
+    Ok(parse_probe(&out))
+}
+
+/// Installs, configures and starts Docker; returns the server version.
+pub async fn install_docker(
+    pool: &SshPool,
+    t: &Target,
+    probe: &Probe,
+    bp: &Blueprint,
+) -> Result<String, String> {
+    let family = Family::detect(&probe.os).ok_or_else(|| {
+        format!(
+            "unsupported operating system `{}` ({})",
+            probe.os.id, probe.os.pretty_name
+        )
+    })?;
+    if bp.docker.method == InstallMethod::Offline && !probe.docker_installed {
+        let path = bp
+            .docker
+            .packages
+            .as_deref()
+            .map(crate::util::expand_tilde)
+            .unwrap_or_default();
+        let path = if path.is_relative() {
+            bp.source.parent().unwrap_or(Path::new(".")).join(path)
+        } else {
+            path
+        };
+        let bundle = offline_bundle(&path).map_err(|e| e.to_string())?;
+        let script = format!(
+            "mkdir -p {dir} && tar -x -C {dir}",
+            dir = crate::docker::install::OFFLINE_DIR
+        );
+        let out = pool
+            .run_with_input(
+                t,
+                "upload offline packages",
+                &script,
+                Some(bundle),
+                Some(Duration::from_secs(600)),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.status != 0 {
+            return Err(format!(
+                "upload of offline packages failed: {}",
+                crate::ssh::failure_tail_pub(&out)
+            ));
+        }
+    }
+    let script = install_script(family, &bp.docker).map_err(|e| e.to_string())?;
+    let out = pool
+        .run(t, "docker install", &script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.status != 0 {
+        return Err(format!(
+            "docker install failed: {}",
+            crate::ssh::failure_tail_pub(&out)
+        ));
+    }
+    let version = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("docker_server="))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    Ok(version)
+}

@@ -1,0 +1,218 @@
+//! `flotilla status`: the provider's view, SSH reachability, the Docker daemon and the cluster's
+//! own view of every node, side by side.
+
+use super::nodes::{default_user, probe, target_of};
+use super::{build_provider, recorded_blueprint};
+use crate::blueprint::ClusterKind;
+use crate::cluster::{swarm::Swarm, ClusterNode, Member, Orchestrator};
+use crate::error::Result;
+use crate::ssh::SshPool;
+use crate::state::{Home, State};
+use flotilla_provider_core::{Ownership, Role};
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSummary {
+    pub name: String,
+    pub group: String,
+    pub role: String,
+    pub machine_id: Option<String>,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub phase: String,
+    pub os: Option<String>,
+    pub docker_version: Option<String>,
+    pub cluster_id: Option<String>,
+}
+
+pub fn summaries(state: &State) -> Vec<NodeSummary> {
+    state
+        .nodes
+        .values()
+        .map(|n| NodeSummary {
+            name: n.name.clone(),
+            group: n.group.clone(),
+            role: n.role.as_str().into(),
+            machine_id: n.machine_id.as_ref().map(|m| m.0.clone()),
+            private_ip: n.private_ip.map(|i| i.to_string()),
+            public_ip: n.public_ip.map(|i| i.to_string()),
+            phase: serde_json::to_value(&n.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            os: n.os.as_ref().map(|o| o.pretty_name.clone()),
+            docker_version: n.docker_version.clone(),
+            cluster_id: n.cluster_id.clone(),
+        })
+        .collect()
+}
+
+/// One node's health signals.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeHealth {
+    pub name: String,
+    pub group: String,
+    pub role: String,
+    pub address: Option<String>,
+    /// running | stopped | pending | error | gone
+    pub machine: String,
+    /// ok | unreachable: <why>
+    pub ssh: String,
+    /// the server version, or "down"
+    pub docker: String,
+    /// ready/active, down, not-member, n/a
+    pub cluster: String,
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub deployment: String,
+    pub provider: String,
+    pub cluster: String,
+    pub healthy: bool,
+    pub nodes: Vec<NodeHealth>,
+    pub outputs: BTreeMap<String, String>,
+    /// Cluster members that no node of the deployment accounts for.
+    pub stray_members: Vec<Member>,
+    pub routing_mesh: Option<bool>,
+}
+
+pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
+    let state = home.load_existing(name)?;
+    let bp = recorded_blueprint(&state)?;
+    let provider = build_provider(&bp).await?;
+    let observed = provider.describe(&Ownership::new(name)).await?;
+    let dir = home.deployment_dir(name);
+    let key = std::path::PathBuf::from(&state.ssh_private_key);
+    let mut settings = super::nodes::ssh_settings(&bp, &dir, &key);
+    settings.boot_timeout = Duration::from_secs(3);
+    settings.connect_timeout = Duration::from_secs(5);
+    // status never changes the pinned keys: write them to a scratch file.
+    let scratch = tempfile::tempdir().map_err(|e| crate::error::Error::Other(e.to_string()))?;
+    settings.known_hosts = scratch.path().join("known_hosts");
+    settings.config_file = scratch.path().join("ssh_config");
+    let pool = Arc::new(SshPool::new(settings)?);
+    let user = default_user(&bp);
+    let targets: Vec<_> = state
+        .nodes
+        .values()
+        .filter_map(|r| target_of(r, &user, bp.ssh.port))
+        .collect();
+    pool.write_known_hosts(&targets)?;
+
+    let probes: BTreeMap<String, std::result::Result<crate::docker::Probe, String>> =
+        stream::iter(targets.clone())
+            .map(|t| {
+                let pool = pool.clone();
+                async move {
+                    (
+                        t.node.clone(),
+                        probe(&pool, &t, Duration::from_secs(3))
+                            .await
+                            .map_err(|e| e.to_string()),
+                    )
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+
+    let managers: Vec<ClusterNode> = state
+        .nodes
+        .values()
+        .filter(|r| r.role == Role::Manager)
+        .filter(|r| {
+            probes
+                .get(&r.name)
+                .is_some_and(|p| p.as_ref().is_ok_and(|p| p.swarm.control))
+        })
+        .filter_map(|r| {
+            Some(ClusterNode {
+                name: r.name.clone(),
+                role: r.role,
+                target: target_of(r, &user, bp.ssh.port)?,
+                ip: String::new(),
+                labels: Default::default(),
+                local: Default::default(),
+            })
+        })
+        .collect();
+    let members: Option<Vec<Member>> = if bp.cluster == ClusterKind::Swarm && !managers.is_empty() {
+        Swarm::new(pool.clone(), bp.swarm.clone())
+            .members(&managers)
+            .await
+            .ok()
+    } else {
+        None
+    };
+
+    let mut nodes = Vec::new();
+    for r in state.nodes.values() {
+        let machine = observed
+            .iter()
+            .find(|m| Some(&m.id) == r.machine_id.as_ref())
+            .map(|m| m.state.as_str().to_string())
+            .unwrap_or_else(|| "gone".into());
+        let (ssh, docker) = match probes.get(&r.name) {
+            Some(Ok(p)) => (
+                "ok".to_string(),
+                p.docker_server.clone().unwrap_or_else(|| "down".into()),
+            ),
+            Some(Err(e)) => (format!("unreachable: {e}"), "unknown".into()),
+            None => ("no address".into(), "unknown".into()),
+        };
+        let cluster = match (&bp.cluster, &members, &r.cluster_id) {
+            (ClusterKind::None, _, _) => "n/a".to_string(),
+            (_, None, _) => "unknown (no manager answers)".to_string(),
+            (_, Some(ms), Some(id)) => match ms.iter().find(|m| &m.id == id) {
+                Some(m) => format!("{}/{}", m.status, m.availability),
+                None => "not-member".into(),
+            },
+            (_, Some(_), None) => "not-member".into(),
+        };
+        let healthy = machine == "running"
+            && ssh == "ok"
+            && docker != "down"
+            && docker != "unknown"
+            && (cluster == "n/a" || cluster == "ready/active");
+        nodes.push(NodeHealth {
+            name: r.name.clone(),
+            group: r.group.clone(),
+            role: r.role.as_str().into(),
+            address: r.ssh_address().map(|a| a.to_string()),
+            machine,
+            ssh,
+            docker,
+            cluster,
+            healthy,
+        });
+    }
+    let known: Vec<&str> = state
+        .nodes
+        .values()
+        .filter_map(|r| r.cluster_id.as_deref())
+        .collect();
+    let stray_members = members
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !known.contains(&m.id.as_str()))
+        .collect();
+    pool.close_all().await;
+    Ok(StatusReport {
+        deployment: name.to_string(),
+        provider: state.provider.clone(),
+        cluster: state.cluster.kind.clone(),
+        healthy: nodes.iter().all(|n| n.healthy),
+        nodes,
+        outputs: state.outputs.clone(),
+        stray_members,
+        routing_mesh: state.cluster.routing_mesh,
+    })
+}

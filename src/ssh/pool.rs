@@ -1,0 +1,397 @@
+//! Connection pool: one multiplexed master per node, reused by every command of a run.
+
+use super::known_hosts::{host_pattern, KnownHostsFile};
+use super::SshError;
+use crate::blueprint::HostKeyPolicy;
+use openssh::{KnownHosts, Session, SessionBuilder};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Mutex, Semaphore};
+use tracing::debug;
+
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub private_key: PathBuf,
+    /// The deployment's own ssh_config (so /etc/ssh/ssh_config cannot change our behaviour).
+    pub config_file: PathBuf,
+    pub known_hosts: PathBuf,
+    pub control_dir: PathBuf,
+    pub policy: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    pub boot_timeout: Duration,
+    pub command_timeout: Duration,
+    pub parallelism: usize,
+    pub jump: Option<String>,
+}
+
+/// Who to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub node: String,
+    pub user: String,
+    pub address: String,
+    pub port: u16,
+    /// Key pinned in the state; `None` the first time.
+    pub pinned_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct SshPool {
+    settings: SshSettings,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Bounds how many nodes are worked on at once.
+    pub limit: Arc<Semaphore>,
+}
+
+/// The ssh_config flotilla writes for each deployment.
+pub fn ssh_config_text() -> String {
+    [
+        "# Written by flotilla; used for every connection to this deployment's nodes.",
+        "Host *",
+        "  HashKnownHosts no",
+        "  GlobalKnownHostsFile /dev/null",
+        "  IdentitiesOnly yes",
+        "  BatchMode yes",
+        "  PasswordAuthentication no",
+        "  KbdInteractiveAuthentication no",
+        "  ServerAliveInterval 5",
+        "  ServerAliveCountMax 4",
+        "  LogLevel ERROR",
+        "",
+    ]
+    .join("\n")
+}
+
+fn retryable(message: &str) -> bool {
+    // Host key problems are never retried: that would defeat pinning.
+    !(message.contains("Host key verification failed")
+        || message.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || message.contains("No such file or directory (os error 2)") && message.contains("ssh"))
+}
+
+impl SshPool {
+    pub fn new(settings: SshSettings) -> Result<Self, SshError> {
+        std::fs::create_dir_all(&settings.control_dir).map_err(|source| SshError::Local {
+            what: format!("create {}", settings.control_dir.display()),
+            source,
+        })?;
+        crate::state::store::write_atomic(&settings.config_file, ssh_config_text().as_bytes())
+            .map_err(|e| SshError::Local {
+                what: format!("write {}", settings.config_file.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let limit = Arc::new(Semaphore::new(settings.parallelism.max(1)));
+        Ok(Self {
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+            limit,
+        })
+    }
+
+    pub fn settings(&self) -> &SshSettings {
+        &self.settings
+    }
+
+    /// Rewrites the deployment's known_hosts from the pinned keys.
+    pub fn write_known_hosts(&self, targets: &[Target]) -> Result<(), SshError> {
+        if self.settings.policy != HostKeyPolicy::Pin {
+            return Ok(());
+        }
+        let entries: Vec<(String, String)> = targets
+            .iter()
+            .filter_map(|t| {
+                t.pinned_key
+                    .clone()
+                    .map(|k| (host_pattern(&t.address, t.port), k))
+            })
+            .collect();
+        KnownHostsFile::new(self.settings.known_hosts.clone())
+            .write(&entries)
+            .map_err(|source| SshError::Local {
+                what: format!("write {}", self.settings.known_hosts.display()),
+                source,
+            })
+    }
+
+    /// The host key ssh saw for a target (after a first connection under the pin policy).
+    pub fn observed_host_key(&self, t: &Target) -> Option<String> {
+        KnownHostsFile::new(self.settings.known_hosts.clone()).lookup(&t.address, t.port)
+    }
+
+    fn builder(&self, t: &Target) -> SessionBuilder {
+        let mut b = SessionBuilder::default();
+        b.user(t.user.clone())
+            .port(t.port)
+            .keyfile(&self.settings.private_key)
+            .config_file(&self.settings.config_file)
+            .connect_timeout(self.settings.connect_timeout)
+            .server_alive_interval(Duration::from_secs(5))
+            .control_directory(&self.settings.control_dir);
+        match self.settings.policy {
+            HostKeyPolicy::Pin => {
+                b.user_known_hosts_file(&self.settings.known_hosts);
+                b.known_hosts_check(if t.pinned_key.is_some() {
+                    KnownHosts::Strict
+                } else {
+                    KnownHosts::Add
+                });
+            }
+            HostKeyPolicy::Strict => {
+                b.user_known_hosts_file(&self.settings.known_hosts);
+                b.known_hosts_check(KnownHosts::Strict);
+            }
+            HostKeyPolicy::Insecure => {
+                b.user_known_hosts_file("/dev/null");
+                b.known_hosts_check(KnownHosts::Accept);
+            }
+        }
+        if let Some(j) = &self.settings.jump {
+            b.jump_hosts([j.as_str()]);
+        }
+        b
+    }
+
+    /// Connects (or reuses the node's master), retrying until `boot_timeout` while sshd is not up.
+    pub async fn session(&self, t: &Target) -> Result<Arc<Session>, SshError> {
+        self.session_within(t, self.settings.boot_timeout).await
+    }
+
+    /// Like `session`, with an explicit retry window (probes of existing nodes use a short one).
+    pub async fn session_within(
+        &self,
+        t: &Target,
+        window: Duration,
+    ) -> Result<Arc<Session>, SshError> {
+        let key = format!("{}@{}:{}", t.user, t.address, t.port);
+        {
+            let mut sessions = self.sessions.lock().await;
+            if let Some(s) = sessions.get(&key) {
+                if s.check().await.is_ok() {
+                    return Ok(s.clone());
+                }
+                sessions.remove(&key);
+            }
+        }
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let dest = format!("ssh://{}@{}:{}", t.user, bracket(&t.address), t.port);
+            match self.builder(t).connect_mux(&dest).await {
+                Ok(s) => {
+                    debug!(node = %t.node, attempts, "ssh connected");
+                    let s = Arc::new(s);
+                    self.sessions.lock().await.insert(key, s.clone());
+                    return Ok(s);
+                }
+                Err(e) => {
+                    let message = error_chain(&e);
+                    if message.contains("Host key verification failed")
+                        || message.contains("IDENTIFICATION HAS CHANGED")
+                    {
+                        return Err(SshError::HostKeyChanged {
+                            node: t.node.clone(),
+                            address: t.address.clone(),
+                        });
+                    }
+                    if !retryable(&message) || started.elapsed() + delay > window {
+                        return Err(SshError::Unreachable {
+                            node: t.node.clone(),
+                            address: format!("{}@{}:{}", t.user, t.address, t.port),
+                            waited: crate::util::human_duration(started.elapsed()),
+                            message,
+                        });
+                    }
+                    debug!(node = %t.node, attempts, %message, "ssh not ready yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(3));
+                }
+            }
+        }
+    }
+
+    /// Runs a shell script on the node (`sh -s`, script on stdin, so nothing secret shows in the
+    /// remote process list or in our logs) with a timeout.
+    pub async fn run(
+        &self,
+        t: &Target,
+        what: &str,
+        script: &str,
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, SshError> {
+        self.run_with_input(t, what, script, None, timeout).await
+    }
+
+    /// Like `run`, then streams `data` after the script: the script reads it from stdin
+    /// (e.g. `tar -x`), used for uploads. The script must consume stdin itself: it is sent as
+    /// a `sh -c` argument, not on stdin, when `data` is given.
+    pub async fn run_with_input(
+        &self,
+        t: &Target,
+        what: &str,
+        script: &str,
+        data: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, SshError> {
+        let session = self.session(t).await?;
+        let timeout = timeout.unwrap_or(self.settings.command_timeout);
+        let fut = async {
+            let mut cmd = match &data {
+                None => {
+                    let mut c = session.clone().arc_raw_command("sh");
+                    c.arg("-s");
+                    c
+                }
+                Some(_) => {
+                    let mut c = session.clone().arc_raw_command("sh");
+                    c.arg("-c").arg(shell_quote(script));
+                    c
+                }
+            };
+            cmd.stdin(openssh::Stdio::piped())
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::piped());
+            let mut child = cmd.spawn().await?;
+            if let Some(mut stdin) = child.stdin().take() {
+                let payload: Vec<u8> = match &data {
+                    None => script.as_bytes().to_vec(),
+                    Some(d) => d.clone(),
+                };
+                // A failed write shows up as the command's own failure below.
+                let _ = stdin.write_all(&payload).await;
+                let _ = stdin.shutdown().await;
+                drop(stdin);
+            }
+            child.wait_with_output().await
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(SshError::Timeout {
+                node: t.node.clone(),
+                what: what.to_string(),
+                timeout: crate::util::human_duration(timeout),
+            }),
+            Ok(Err(e)) => {
+                // The master may be dead (node rebooted): drop it so the next call reconnects.
+                self.forget(t).await;
+                Err(SshError::Command {
+                    node: t.node.clone(),
+                    what: what.to_string(),
+                    message: error_chain(&e),
+                })
+            }
+            Ok(Ok(out)) => Ok(CommandOutput {
+                status: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }),
+        }
+    }
+
+    /// Runs a script and fails unless it exits 0 (the error carries the tail of its output).
+    pub async fn run_ok(
+        &self,
+        t: &Target,
+        what: &str,
+        script: &str,
+        timeout: Option<Duration>,
+    ) -> Result<String, SshError> {
+        let out = self.run(t, what, script, timeout).await?;
+        if out.status == 0 {
+            Ok(out.stdout)
+        } else {
+            Err(SshError::Command {
+                node: t.node.clone(),
+                what: what.to_string(),
+                message: failure_tail(&out),
+            })
+        }
+    }
+
+    pub async fn forget(&self, t: &Target) {
+        let key = format!("{}@{}:{}", t.user, t.address, t.port);
+        if let Some(s) = self.sessions.lock().await.remove(&key) {
+            if let Ok(s) = Arc::try_unwrap(s) {
+                let _ = s.close().await;
+            }
+        }
+    }
+
+    /// Closes every master connection (end of the run).
+    pub async fn close_all(&self) {
+        let sessions: Vec<Arc<Session>> =
+            self.sessions.lock().await.drain().map(|(_, s)| s).collect();
+        for s in sessions {
+            if let Ok(s) = Arc::try_unwrap(s) {
+                let _ = s.close().await;
+            }
+        }
+    }
+}
+
+pub fn failure_tail(out: &CommandOutput) -> String {
+    let mut lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        lines = out
+            .stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+    }
+    let tail: Vec<&str> = lines.iter().rev().take(6).rev().copied().collect();
+    format!("exit {}: {}", out.status, tail.join(" | "))
+}
+
+fn bracket(address: &str) -> String {
+    if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn host_key_failures_are_not_retried() {
+        assert!(!retryable("Host key verification failed."));
+        assert!(retryable("Connection refused"));
+    }
+}

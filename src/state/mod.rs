@@ -1,0 +1,11 @@
+//! Deployment state on disk: the versioned state file, its lock and the run journal.
+
+pub mod journal;
+pub mod lock;
+pub mod model;
+pub mod store;
+
+pub use journal::{Journal, Phase};
+pub use lock::{DeploymentLock, LockError};
+pub use model::*;
+pub use store::{cache_dir, resolve_home, Home, StoreError};

@@ -1,0 +1,196 @@
+//! The state file: what flotilla knows it created and configured for one deployment.
+
+use flotilla_provider_core::{MachineId, Role};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped whenever the shape changes; `migrate` upgrades older files.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NodePhase {
+    /// The machine create call was made; the machine may or may not exist yet.
+    #[default]
+    Creating,
+    /// The provider reports the machine.
+    Created,
+    /// SSH works and the host key is pinned.
+    Reachable,
+    /// Docker answers.
+    DockerReady,
+    /// Member of the cluster (or no cluster is wanted).
+    Ready,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OsInfo {
+    pub id: String,
+    #[serde(default)]
+    pub id_like: Vec<String>,
+    #[serde(default)]
+    pub version_id: String,
+    pub pretty_name: String,
+    pub systemd: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub group: String,
+    pub role: Role,
+    pub machine_id: Option<MachineId>,
+    /// Run that created the machine.
+    pub run_token: String,
+    pub phase: NodePhase,
+    pub private_ip: Option<std::net::IpAddr>,
+    pub public_ip: Option<std::net::IpAddr>,
+    pub ssh_port: u16,
+    pub ssh_user: String,
+    /// Pinned host key (`ssh-ed25519 AAAA...`), recorded on first contact.
+    pub host_key: Option<String>,
+    pub os: Option<OsInfo>,
+    pub docker_version: Option<String>,
+    /// Swarm node ID once joined.
+    pub cluster_id: Option<String>,
+    pub created_at: String,
+}
+
+impl NodeRecord {
+    pub fn ssh_address(&self) -> Option<std::net::IpAddr> {
+        self.public_ip.or(self.private_ip)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ClusterRecord {
+    pub kind: String,
+    /// Node whose `swarm init` created the cluster.
+    pub bootstrap_node: Option<String>,
+    pub cluster_id: Option<String>,
+    /// Whether the kernel has IPVS (Swarm's routing mesh / VIPs work).
+    pub routing_mesh: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunRecord {
+    pub token: String,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub format_version: u32,
+    pub deployment: String,
+    pub provider: String,
+    pub cluster: ClusterRecord,
+    pub blueprint_path: String,
+    /// Rendered blueprint of the last successful `up` (for audit and `plan`).
+    pub blueprint_rendered: String,
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+    pub ssh_user: String,
+    pub ssh_private_key: String,
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Next index per group, so a replaced or removed node's name is never reused.
+    pub next_index: BTreeMap<String, u32>,
+    pub outputs: BTreeMap<String, String>,
+    pub runs: Vec<RunRecord>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Runs kept in the state file (the journal keeps every step).
+pub const RUNS_KEPT: usize = 20;
+
+impl State {
+    pub fn new(deployment: &str, provider: &str, now: &str) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            deployment: deployment.to_string(),
+            provider: provider.to_string(),
+            cluster: ClusterRecord::default(),
+            blueprint_path: String::new(),
+            blueprint_rendered: String::new(),
+            inputs: Default::default(),
+            ssh_user: String::new(),
+            ssh_private_key: String::new(),
+            nodes: BTreeMap::new(),
+            next_index: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            runs: Vec::new(),
+            created_at: now.to_string(),
+            updated_at: now.to_string(),
+        }
+    }
+
+    pub fn nodes_of_group<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> impl Iterator<Item = &'a NodeRecord> + 'a {
+        self.nodes.values().filter(move |n| n.group == group)
+    }
+
+    /// Allocates the next node name of a group (`workers-4`); names are never reused.
+    pub fn allocate_name(&mut self, group: &str) -> String {
+        let used_max = self
+            .nodes
+            .values()
+            .filter(|n| n.group == group)
+            .filter_map(|n| {
+                n.name
+                    .rsplit_once('-')
+                    .and_then(|(_, i)| i.parse::<u32>().ok())
+            })
+            .max()
+            .unwrap_or(0);
+        let next = self.next_index.entry(group.to_string()).or_insert(1);
+        *next = (*next).max(used_max + 1);
+        let name = format!("{group}-{next}");
+        *next += 1;
+        name
+    }
+}
+
+/// Upgrades an older state document to the current format.
+pub fn migrate(mut doc: serde_json::Value) -> Result<serde_json::Value, String> {
+    let version = doc
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(format!(
+            "state format {version} is newer than this flotilla understands ({FORMAT_VERSION}); upgrade flotilla"
+        ));
+    }
+    if version == 0 {
+        // Pre-release files had no version field; their shape is otherwise the same.
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("format_version".into(), FORMAT_VERSION.into());
+        }
+    }
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_never_reused() {
+        let mut s = State::new("d", "docker", "now");
+        assert_eq!(s.allocate_name("workers"), "workers-1");
+        assert_eq!(s.allocate_name("workers"), "workers-2");
+        assert_eq!(s.allocate_name("managers"), "managers-1");
+        assert_eq!(s.allocate_name("workers"), "workers-3");
+    }
+
+    #[test]
+    fn migrate_refuses_newer_formats() {
+        assert!(migrate(serde_json::json!({"format_version": 99})).is_err());
+        let v = migrate(serde_json::json!({"deployment": "x"})).expect("v0 upgrades");
+        assert_eq!(v["format_version"], 1);
+    }
+}

@@ -1,0 +1,36 @@
+//! Small helpers shared by every module.
+
+use std::path::PathBuf;
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// A run token: sortable by time, unique by its random tail. Recorded on every resource a run creates.
+pub fn new_run_token() -> String {
+    let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S");
+    format!("r{ts}-{:08x}", rand::random::<u32>())
+}
+
+pub fn expand_tilde(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
+        None => PathBuf::from(p),
+    }
+}
+
+/// Renders a duration the way people write them (`1m 5s`).
+pub fn human_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m {:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}

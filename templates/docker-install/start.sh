@@ -1,0 +1,37 @@
+# --- daemon configuration and start (included by every distro template) ---
+mkdir -p /etc/docker /etc/flotilla
+{% if daemon_json %}cat > /etc/docker/daemon.json <<'FLOTILLA_DAEMON_JSON'
+{{ daemon_json }}
+FLOTILLA_DAEMON_JSON
+{% endif %}
+if [ -d /run/systemd/system ]; then
+{% if proxy.http or proxy.https %}  mkdir -p /etc/systemd/system/docker.service.d
+  cat > /etc/systemd/system/docker.service.d/flotilla-proxy.conf <<'FLOTILLA_PROXY'
+[Service]
+{% if proxy.http %}Environment="HTTP_PROXY={{ proxy.http }}"
+{% endif %}{% if proxy.https %}Environment="HTTPS_PROXY={{ proxy.https }}"
+{% endif %}{% if proxy.no_proxy %}Environment="NO_PROXY={{ proxy.no_proxy }}"
+{% endif %}FLOTILLA_PROXY
+  systemctl daemon-reload
+{% endif %}  docker version >/dev/null 2>&1 || systemctl enable --now docker >/dev/null 2>&1 || systemctl restart docker
+elif command -v rc-service >/dev/null 2>&1 && [ -d /run/openrc ]; then
+  rc-update add docker default >/dev/null 2>&1 || true
+  docker version >/dev/null 2>&1 || rc-service docker start
+else
+  # No init system (containers, minimal images): start dockerd detached from this SSH session.
+  # The init scripts are not used: they raise ulimits, which fails without CAP_SYS_RESOURCE.
+  if ! docker version >/dev/null 2>&1; then
+    setsid sh -c 'exec dockerd >>/var/log/dockerd.log 2>&1' </dev/null >/dev/null 2>&1 &
+  fi
+fi
+i=0
+until docker version >/dev/null 2>&1; do
+  i=$((i + 1))
+  if [ "$i" -ge 300 ]; then
+    echo "flotilla: dockerd did not answer within 60s; last log lines:" >&2
+    tail -n 15 /var/log/dockerd.log 2>/dev/null >&2 || journalctl -u docker -n 15 --no-pager >&2 || true
+    exit 1
+  fi
+  sleep 0.2
+done
+echo "docker_server=$(docker version --format '{{ "{{" }}.Server.Version{{ "}}" }}')"
