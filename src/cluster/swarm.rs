@@ -449,7 +449,7 @@ impl Orchestrator for Swarm {
             .await;
         if let (Some(id), Some(m)) = (member_id, via.first()) {
             self.pool
-                .run_ok(&m.target, "docker node rm", &format!("docker node rm --force {id} >/dev/null 2>&1 || docker node inspect {id} >/dev/null 2>&1 && exit 1 || true"), Some(Duration::from_secs(60)))
+                .run_ok(&m.target, "docker node rm", &format!("if ! docker node rm --force {id} >/dev/null 2>&1; then docker node inspect {id} >/dev/null 2>&1 && exit 1; fi; exit 0"), Some(Duration::from_secs(60)))
                 .await?;
         }
         Ok(())

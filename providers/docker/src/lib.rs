@@ -30,7 +30,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use naming::{container_name, volume_name};
 
@@ -368,7 +368,7 @@ impl DockerProvider {
                     && self.config.privileged == PrivilegeMode::Auto
                     && caps_refused(&e) =>
             {
-                warn!(
+                info!(
                     node = %spec.name,
                     "the engine refuses --privileged here (capability bounding set); using the explicit capability set"
                 );
