@@ -1,1 +1,7 @@
-//! Integration tests (filled in below).
+//! flotilla's integration tests: one binary, real peers (a private dockerd started by
+//! `integration/testbed.sh`, node containers running real sshd and dockerd).
+
+mod common;
+mod docker_swarm;
+mod static_hosts;
+mod validate_table;

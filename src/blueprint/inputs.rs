@@ -17,6 +17,14 @@ pub struct Input {
     pub allowed: Option<Vec<Value>>,
 }
 
+fn article(t: &str) -> String {
+    if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {t}")
+    } else {
+        format!("a {t}")
+    }
+}
+
 fn type_name_of(v: &Value) -> &'static str {
     match v {
         Value::Bool(_) => "boolean",
@@ -191,7 +199,11 @@ pub fn declarations(
                     file,
                     index.value(&dfield),
                     &dfield,
-                    format!("expected a {ty}, found a {} ({d})", type_name_of(d)),
+                    format!(
+                        "expected {}, found {} ({d})",
+                        article(ty),
+                        article(type_name_of(d))
+                    ),
                 ));
             } else if let Some(msg) = bounds_problem(&input, d) {
                 problems.push(Problem::new(file, index.value(&dfield), &dfield, msg));
@@ -246,7 +258,7 @@ pub fn resolve(
         match parse_as(decl.ty, value) {
             Ok(v) => {
                 if let Some(msg) = bounds_problem(decl, &v) {
-                    problems.push(Problem::new("--set", None, field, msg));
+                    problems.push(Problem::new("", None, field, msg));
                 } else {
                     values.insert(decl.name.clone(), v);
                 }

@@ -179,7 +179,11 @@ pub fn render_template(
         match undefined_variable(&msg) {
             Some(var) => (
                 locate_in_template(template, var),
-                format!("undefined template variable `{var}` (declare it under `inputs:` or fix the name)"),
+                if var.starts_with("inputs.") {
+                    format!("undefined template variable `{var}` (declare it under `inputs:` or fix the name)")
+                } else {
+                    format!("undefined template variable `{var}` (templates see `inputs.*`; outputs also see `deployment` and `groups.<group>[i].private_ip|public_ip|name|ssh_address`)")
+                },
             ),
             None => (None, format!("template error: {msg}")),
         }
@@ -577,7 +581,7 @@ fn check(
         if managers == 0 {
             let loc = ctx.index.value("groups");
             ctx.push(loc, "groups", "a swarm needs at least one manager node (a group with `role: manager` and count >= 1)");
-        } else if managers % 2 == 0 {
+        } else if managers.is_multiple_of(2) {
             let loc = ctx.index.value("groups");
             ctx.push(loc, "groups", format!("{managers} swarm managers: use an odd number so the raft quorum survives a failure"));
         }

@@ -34,6 +34,13 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file.is_empty() {
+            return if self.field.is_empty() {
+                write!(f, "{}", self.message)
+            } else {
+                write!(f, "{}: {}", self.field, self.message)
+            };
+        }
         write!(f, "{}", self.file)?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;

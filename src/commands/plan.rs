@@ -43,7 +43,9 @@ pub fn describe(report: &UpReport) -> Vec<String> {
 
 pub async fn run(args: &BlueprintArgs, home: &Home, json: bool, quiet: bool) -> Result<i32> {
     let bp = blueprint::load(&args.blueprint, &args.set)?;
-    let progress = Progress::new(true || quiet);
+    // plan prints its result on stdout; progress lines would only repeat it.
+    let _ = quiet;
+    let progress = Progress::new(true);
     let report = up(
         &bp,
         home,
@@ -51,6 +53,7 @@ pub async fn run(args: &BlueprintArgs, home: &Home, json: bool, quiet: bool) -> 
         &UpOptions {
             wait_lock: None,
             dry_run: true,
+            allow_delete: false,
         },
     )
     .await?;

@@ -55,8 +55,8 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool) -> Result<i3
                 if r.healthy { "healthy" } else { "DEGRADED" }
             );
             println!(
-                "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} {}",
-                "NODE", "ROLE", "ADDRESS", "MACHINE", "SSH", "DOCKER", "CLUSTER"
+                "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} CLUSTER",
+                "NODE", "ROLE", "ADDRESS", "MACHINE", "SSH", "DOCKER"
             );
             for n in &r.nodes {
                 let ssh = if n.ssh == "ok" { "ok" } else { "unreachable" };

@@ -1,10 +1,9 @@
 use crate::blueprint;
 use crate::cli::BlueprintArgs;
 use crate::engine::up::{up, UpOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::progress::Progress;
 use crate::state::Home;
-use std::io::IsTerminal;
 use std::time::Duration;
 
 pub async fn run(
@@ -16,50 +15,6 @@ pub async fn run(
     wait_lock: Option<Duration>,
 ) -> Result<i32> {
     let bp = blueprint::load(&args.blueprint, &args.set)?;
-    if !yes {
-        // Deleting machines needs a yes: look first (read-only), ask on a TTY, refuse otherwise.
-        let silent = Progress::new(true);
-        if let Ok(preview) = up(
-            &bp,
-            home,
-            &silent,
-            &UpOptions {
-                wait_lock: None,
-                dry_run: true,
-            },
-        )
-        .await
-        {
-            let m = &preview.machines;
-            let deletions: Vec<String> = m
-                .remove
-                .iter()
-                .cloned()
-                .chain(m.orphans.iter().map(|o| o.name.clone()))
-                .chain(m.replace.iter().cloned())
-                .collect();
-            if !deletions.is_empty() {
-                if std::io::stdin().is_terminal() {
-                    eprint!(
-                        "`up` will delete {} machine(s): {}. Continue? [y/N] ",
-                        deletions.len(),
-                        deletions.join(", ")
-                    );
-                    let mut answer = String::new();
-                    let _ = std::io::stdin().read_line(&mut answer);
-                    if !matches!(answer.trim(), "y" | "yes" | "Y") {
-                        return Err(Error::Usage("cancelled; nothing was changed".into()));
-                    }
-                } else {
-                    return Err(Error::Usage(format!(
-                        "`up` would delete {} machine(s) ({}); pass --yes to allow deletions when not on a terminal",
-                        deletions.len(),
-                        deletions.join(", ")
-                    )));
-                }
-            }
-        }
-    }
     let progress = Progress::new(quiet);
     let report = up(
         &bp,
@@ -68,6 +23,7 @@ pub async fn run(
         &UpOptions {
             wait_lock,
             dry_run: false,
+            allow_delete: yes,
         },
     )
     .await?;

@@ -27,6 +27,31 @@ use std::time::{Duration, Instant};
 pub struct UpOptions {
     pub wait_lock: Option<Duration>,
     pub dry_run: bool,
+    /// Deleting machines (scale-in, orphans, replacements) is allowed without asking (`--yes`).
+    pub allow_delete: bool,
+}
+
+/// Asks on a terminal before deleting machines; refuses without one unless `--yes` was given.
+fn confirm_deletions(names: &[String]) -> Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!(
+            "`up` will delete {} machine(s): {}. Continue? [y/N] ",
+            names.len(),
+            names.join(", ")
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if matches!(answer.trim(), "y" | "yes" | "Y") {
+            return Ok(());
+        }
+        return Err(Error::Usage("cancelled; nothing was deleted".into()));
+    }
+    Err(Error::Usage(format!(
+        "`up` would delete {} machine(s) ({}); pass --yes to allow deletions when not on a terminal",
+        names.len(),
+        names.join(", ")
+    )))
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -191,7 +216,7 @@ pub async fn up(
         )?)
     };
     let mut run = prepare(bp, home, progress, !opts.dry_run).await?;
-    let result = converge(&mut run, opts.dry_run).await;
+    let result = converge(&mut run, opts.dry_run, opts.allow_delete).await;
     run.pool.close_all().await;
     if let Some(dir) = (!opts.dry_run).then(|| home.deployment_dir(&bp.name)) {
         let _ = dir; // lock released on drop
@@ -258,7 +283,7 @@ fn record_run(run: &mut Run, outcome: &str) {
     run.state.runs.drain(..excess);
 }
 
-async fn converge(run: &mut Run<'_>, dry_run: bool) -> Result<UpReport> {
+async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Result<UpReport> {
     let bp = run.bp;
     let mut report = UpReport {
         deployment: bp.name.clone(),
@@ -339,6 +364,16 @@ async fn converge(run: &mut Run<'_>, dry_run: bool) -> Result<UpReport> {
         }
         report.changed = !plan.is_empty() || !report.configure.is_empty();
         return Ok(report);
+    }
+    let deletions: Vec<String> = plan
+        .remove
+        .iter()
+        .cloned()
+        .chain(plan.orphans.iter().map(|o| o.name.clone()))
+        .chain(plan.replace.iter().cloned())
+        .collect();
+    if !deletions.is_empty() && !allow_delete && run.provider.owns_machines() {
+        confirm_deletions(&deletions)?;
     }
     run.save()?;
 

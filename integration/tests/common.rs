@@ -1,0 +1,143 @@
+//! Shared helpers: running the binary, temp homes, the test bed's Docker engine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flotilla")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test bed's Docker engine (`integration/testbed.sh start` prints it); DOCKER_HOST wins.
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///tmp/flotilla-testbed/docker.sock".into())
+}
+
+/// Panics with a clear message when the engine is missing, so a CI without it fails loudly.
+pub fn require_docker() {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = CHECK.get_or_init(|| {
+        let out = Command::new("docker")
+            .env("DOCKER_HOST", docker_host())
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    if let Err(e) = r {
+        panic!("these tests need the test bed's Docker engine at {} (run `integration/testbed.sh start`): {e}", docker_host());
+    }
+}
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("flotilla-it-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("FLOTILLA_HOME", self.path())
+            .env("DOCKER_HOST", docker_host())
+            .env("FLOTILLA_CACHE_DIR", cache_dir())
+            .env("FLOTILLA_PLAIN_PROGRESS", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().expect("run flotilla");
+        eprintln!(
+            "$ flotilla {}\n-> exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn write(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, body).expect("write file");
+        p
+    }
+}
+
+/// Shared across tests so the node image is built once per run.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("FLOTILLA_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("flotilla-test-cache"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `docker` CLI against the test bed's engine.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", docker_host())
+        .args(args)
+        .output()
+        .expect("run docker")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Objects on the engine that carry a deployment's label.
+pub fn labelled(deployment: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let filter = format!("label=io.flotilla.deployment={deployment}");
+    let lines = |s: String| {
+        s.lines()
+            .map(String::from)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+    };
+    (
+        lines(docker_ok(&["ps", "-aq", "--filter", &filter])),
+        lines(docker_ok(&["volume", "ls", "-q", "--filter", &filter])),
+        lines(docker_ok(&["network", "ls", "-q", "--filter", &filter])),
+    )
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every flotilla test on a fresh Debian machine (as root): installs what the tests need,
+# starts the test bed (a private dockerd; nothing else on the machine is touched), runs format,
+# lint, unit and integration tests, stops what it started, and prints the time of each stage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+declare -a TIMINGS=()
+stage_start=0
+stage_name=""
+begin() { stage_name=$1; stage_start=$(date +%s.%N); printf '\n=== %s\n' "$1"; }
+end() {
+  local t; t=$(awk -v a="$stage_start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+  TIMINGS+=("$(printf '%-34s %8ss' "$stage_name" "$t")")
+  printf '=== %s: %ss\n' "$stage_name" "$t"
+}
+report() {
+  printf '\n=== stage timings\n'
+  for t in "${TIMINGS[@]}"; do printf '  %s\n' "$t"; done
+}
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then echo "run as root: the tests start a private dockerd and create bridges" >&2; exit 2; fi
+}
+
+begin "install packages"
+need_root
+PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps"
+missing=""
+for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  echo "installing:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q $missing >/dev/null
+else
+  echo "all present: $PKGS"
+fi
+end
+
+begin "start test bed (private dockerd)"
+eval "$(integration/testbed.sh start)"
+export DOCKER_HOST
+trap 'integration/testbed.sh stop || true; report' EXIT
+# One node image build per machine: the debootstrap rootfs is cached here between runs.
+export FLOTILLA_CACHE_DIR=${FLOTILLA_CACHE_DIR:-/var/tmp/flotilla-test-cache}
+end
+
+begin "cargo fmt --check"
+cargo fmt --all -- --check
+end
+
+begin "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+end
+
+begin "build tests"
+cargo test --workspace --locked --no-run 2>&1 | tail -n 3
+end
+
+begin "unit tests"
+cargo test --workspace --locked --lib --bins
+end
+
+begin "integration tests (real dockerd, sshd, swarm)"
+cargo test --locked --test integration -- --test-threads 4
+end
