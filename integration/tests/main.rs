@@ -5,3 +5,4 @@ mod common;
 mod docker_swarm;
 mod static_hosts;
 mod validate_table;
+mod crash_recovery;
