@@ -19,34 +19,83 @@ fn killed_after_create_then_rerun_adopts_and_converges() {
     let bp = bp.to_str().expect("utf8").to_string();
 
     // 1. Abort (as a crash would: no destructors run) right after the create call returned.
-    let crashed = home.cmd().args(["up", &bp]).env("FLOTILLA_FAULT_AT", "after-create").output().expect("run");
+    let crashed = home
+        .cmd()
+        .args(["up", &bp])
+        .env("FLOTILLA_FAULT_AT", "after-create")
+        .output()
+        .expect("run");
     eprintln!("crashed run stderr:\n{}", stderr(&crashed));
-    assert_eq!(crashed.status.code(), None, "the run must have died from the fault hook");
+    assert_eq!(
+        crashed.status.code(),
+        None,
+        "the run must have died from the fault hook"
+    );
     let (containers, _, _) = labelled(DEPLOYMENT);
-    assert_eq!(containers.len(), 2, "the machines exist although the state never recorded them");
-    let lock = std::fs::read_to_string(home.path().join("deployments").join(DEPLOYMENT).join("lock")).expect("lock file");
-    assert!(lock.contains("\"pid\""), "the dead run's holder record is still there: {lock}");
+    assert_eq!(
+        containers.len(),
+        2,
+        "the machines exist although the state never recorded them"
+    );
+    let lock = std::fs::read_to_string(
+        home.path()
+            .join("deployments")
+            .join(DEPLOYMENT)
+            .join("lock"),
+    )
+    .expect("lock file");
+    assert!(
+        lock.contains("\"pid\""),
+        "the dead run's holder record is still there: {lock}"
+    );
 
     // 2. A plain re-run: takes the lock over, says what happened, adopts, converges.
     let rerun = home.run(&["up", &bp, "-o", "json"]);
     assert_eq!(rerun.status.code(), Some(0), "rerun: {}", stderr(&rerun));
     let err = stderr(&rerun);
-    assert!(err.contains("took over the lock"), "lock takeover is reported: {err}");
-    assert!(err.contains("did not finish"), "the interrupted run is reported: {err}");
+    assert!(
+        err.contains("took over the lock"),
+        "lock takeover is reported: {err}"
+    );
+    assert!(
+        err.contains("did not finish"),
+        "the interrupted run is reported: {err}"
+    );
     let r = json(&rerun);
-    assert_eq!(r["machines"]["create"].as_array().map(Vec::len), Some(0), "nothing created twice: {r}");
+    assert_eq!(
+        r["machines"]["create"].as_array().map(Vec::len),
+        Some(0),
+        "nothing created twice: {r}"
+    );
     let (containers, _, _) = labelled(DEPLOYMENT);
     assert_eq!(containers.len(), 2, "still exactly 2 machines");
     let nodes = r["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 2);
     for n in nodes {
         assert_eq!(n["phase"], "ready", "{n}");
-        assert!(n["docker_version"].as_str().is_some_and(|v| !v.is_empty()), "{n}");
+        assert!(
+            n["docker_version"].as_str().is_some_and(|v| !v.is_empty()),
+            "{n}"
+        );
     }
     // Host keys were pinned and recorded in the state.
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(home.path().join("deployments").join(DEPLOYMENT).join("state.json")).expect("state")).expect("json");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            home.path()
+                .join("deployments")
+                .join(DEPLOYMENT)
+                .join("state.json"),
+        )
+        .expect("state"),
+    )
+    .expect("json");
     for (name, rec) in state["nodes"].as_object().expect("nodes") {
-        assert!(rec["host_key"].as_str().is_some_and(|k| k.starts_with("ssh-ed25519 ")), "{name} has a pinned host key: {rec}");
+        assert!(
+            rec["host_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("ssh-ed25519 ")),
+            "{name} has a pinned host key: {rec}"
+        );
     }
 
     // 3. Converged: a third run is a no-op.

@@ -2,7 +2,7 @@
 //! `integration/testbed.sh`, node containers running real sshd and dockerd).
 
 mod common;
+mod crash_recovery;
 mod docker_swarm;
 mod static_hosts;
 mod validate_table;
-mod crash_recovery;

@@ -32,6 +32,20 @@ pub struct ClusterNode {
     pub local: SwarmLocal,
 }
 
+impl ClusterNode {
+    /// A node known only by name, role and SSH target (for removal, leave and member queries).
+    pub fn bare(name: &str, role: Role, target: Target) -> Self {
+        Self {
+            name: name.to_string(),
+            role,
+            target,
+            ip: String::new(),
+            labels: BTreeMap::new(),
+            local: SwarmLocal::default(),
+        }
+    }
+}
+
 /// What the cluster itself believes about a member.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Member {

@@ -7,12 +7,10 @@ use crate::blueprint::ClusterKind;
 use crate::cluster::{swarm::Swarm, ClusterNode, Orchestrator};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::ssh::SshPool;
 use crate::state::{DeploymentLock, Home, Journal, Phase};
 use flotilla_provider_core::{MachineId, Ownership};
 use serde::Serialize;
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Serialize)]
@@ -80,17 +78,9 @@ pub async fn down(
         }
     } else {
         // Existing hosts stay; flotilla only takes them out of the cluster it formed.
-        let key = std::path::PathBuf::from(&state.ssh_private_key);
-        let mut settings = super::nodes::ssh_settings(&bp, &dir, &key);
-        settings.boot_timeout = Duration::from_secs(15);
-        let pool = Arc::new(SshPool::new(settings)?);
+        let (pool, targets) =
+            super::nodes::pool_for_recorded(&bp, &state, &dir, Duration::from_secs(15), None)?;
         let user = default_user(&bp);
-        let targets: Vec<_> = state
-            .nodes
-            .values()
-            .filter_map(|r| target_of(r, &user, bp.ssh.port))
-            .collect();
-        pool.write_known_hosts(&targets)?;
         progress.stage("release", targets.len() as u64);
         // Workers first, managers last, so the swarm never loses quorum while others leave.
         let mut ordered: Vec<_> = state.nodes.values().collect();
@@ -101,14 +91,7 @@ pub async fn down(
             };
             journal(&j, "release-host", &r.name, Phase::Intent, json!(null))?;
             if bp.cluster == ClusterKind::Swarm {
-                let node = ClusterNode {
-                    name: r.name.clone(),
-                    role: r.role,
-                    target: t,
-                    ip: String::new(),
-                    labels: Default::default(),
-                    local: Default::default(),
-                };
+                let node = ClusterNode::bare(&r.name, r.role, t);
                 progress.node(&r.name, "leaving the swarm");
                 if let Err(e) = Swarm::new(pool.clone(), bp.swarm.clone())
                     .leave(&node)

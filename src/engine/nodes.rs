@@ -132,3 +132,28 @@ pub async fn install_docker(
         .unwrap_or_default();
     Ok(version)
 }
+
+/// An SSH pool for the recorded nodes of an existing deployment, with their pinned host keys
+/// written out. `scratch` (for read-only commands) keeps the ssh files out of the deployment dir.
+pub fn pool_for_recorded(
+    bp: &Blueprint,
+    state: &State,
+    dir: &Path,
+    boot_timeout: Duration,
+    scratch: Option<&Path>,
+) -> Result<(std::sync::Arc<SshPool>, Vec<Target>), SshError> {
+    let key = std::path::PathBuf::from(&state.ssh_private_key);
+    let mut settings = ssh_settings(bp, dir, &key);
+    settings.boot_timeout = boot_timeout;
+    settings.connect_timeout = settings
+        .connect_timeout
+        .min(boot_timeout.max(Duration::from_secs(5)));
+    if let Some(s) = scratch {
+        settings.known_hosts = s.join("known_hosts");
+        settings.config_file = s.join("ssh_config");
+    }
+    let pool = std::sync::Arc::new(SshPool::new(settings)?);
+    let targets = targets(state, bp);
+    pool.write_known_hosts(&targets)?;
+    Ok((pool, targets))
+}

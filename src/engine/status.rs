@@ -6,13 +6,11 @@ use super::{build_provider, recorded_blueprint};
 use crate::blueprint::ClusterKind;
 use crate::cluster::{swarm::Swarm, ClusterNode, Member, Orchestrator};
 use crate::error::Result;
-use crate::ssh::SshPool;
 use crate::state::{Home, State};
 use flotilla_provider_core::{Ownership, Role};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,22 +86,16 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
     let provider = build_provider(&bp).await?;
     let observed = provider.describe(&Ownership::new(name)).await?;
     let dir = home.deployment_dir(name);
-    let key = std::path::PathBuf::from(&state.ssh_private_key);
-    let mut settings = super::nodes::ssh_settings(&bp, &dir, &key);
-    settings.boot_timeout = Duration::from_secs(3);
-    settings.connect_timeout = Duration::from_secs(5);
-    // status never changes the pinned keys: write them to a scratch file.
+    // status never changes the pinned keys: the ssh files go to a scratch folder.
     let scratch = tempfile::tempdir().map_err(|e| crate::error::Error::Other(e.to_string()))?;
-    settings.known_hosts = scratch.path().join("known_hosts");
-    settings.config_file = scratch.path().join("ssh_config");
-    let pool = Arc::new(SshPool::new(settings)?);
+    let (pool, targets) = super::nodes::pool_for_recorded(
+        &bp,
+        &state,
+        &dir,
+        Duration::from_secs(3),
+        Some(scratch.path()),
+    )?;
     let user = default_user(&bp);
-    let targets: Vec<_> = state
-        .nodes
-        .values()
-        .filter_map(|r| target_of(r, &user, bp.ssh.port))
-        .collect();
-    pool.write_known_hosts(&targets)?;
 
     let probes: BTreeMap<String, std::result::Result<crate::docker::Probe, String>> =
         stream::iter(targets.clone())
@@ -134,14 +126,11 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
                 .is_some_and(|p| p.as_ref().is_ok_and(|p| p.swarm.control))
         })
         .filter_map(|r| {
-            Some(ClusterNode {
-                name: r.name.clone(),
-                role: r.role,
-                target: target_of(r, &user, bp.ssh.port)?,
-                ip: String::new(),
-                labels: Default::default(),
-                local: Default::default(),
-            })
+            Some(ClusterNode::bare(
+                &r.name,
+                r.role,
+                target_of(r, &user, bp.ssh.port)?,
+            ))
         })
         .collect();
     let members: Option<Vec<Member>> = if bp.cluster == ClusterKind::Swarm && !managers.is_empty() {
