@@ -822,7 +822,7 @@ async fn scale_in(run: &mut Run<'_>, remove: &[String], cluster: &[ClusterNode])
         )?;
         if bp.cluster == ClusterKind::Swarm {
             if let Some(t) = target_of(&rec, &user, bp.ssh.port) {
-                let node = ClusterNode::bare(&name, rec.role, t);
+                let node = ClusterNode::bare(name, rec.role, t);
                 let swarm = Swarm::new(run.pool.clone(), bp.swarm.clone());
                 swarm
                     .remove(&node, &managers, rec.cluster_id.as_deref())
