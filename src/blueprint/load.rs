@@ -454,6 +454,16 @@ fn check(
                         }
                         extra.is_empty().then_some(ProviderConfig::Docker(c))
                     }),
+                Some("ec2") => ctx
+                    .section::<flotilla_provider_ec2::Ec2Config>(Value::Object(p), "provider")
+                    .and_then(|c| {
+                        let extra = c.check();
+                        for (field, msg) in &extra {
+                            let loc = ctx.index.value(field);
+                            ctx.push(loc, field.clone(), msg.clone());
+                        }
+                        extra.is_empty().then(|| ProviderConfig::Ec2(Box::new(c)))
+                    }),
                 Some(_) => ctx
                     .section::<flotilla_provider_static::StaticConfig>(Value::Object(p), "provider")
                     .map(ProviderConfig::Static),

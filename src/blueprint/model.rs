@@ -23,7 +23,7 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
 
 pub const PROVIDER_KINDS: &[&str] = &["docker", "static", "ec2", "openstack"];
 /// Provider kinds this build can drive.
-pub const PROVIDER_KINDS_AVAILABLE: &[&str] = &["docker", "static"];
+pub const PROVIDER_KINDS_AVAILABLE: &[&str] = &["docker", "static", "ec2"];
 pub const CLUSTER_KINDS: &[&str] = &["swarm", "kubernetes", "mesos", "none"];
 pub const CLUSTER_KINDS_AVAILABLE: &[&str] = &["swarm", "none"];
 
@@ -211,6 +211,7 @@ impl ClusterKind {
 pub enum ProviderConfig {
     Docker(flotilla_provider_docker::DockerConfig),
     Static(flotilla_provider_static::StaticConfig),
+    Ec2(Box<flotilla_provider_ec2::Ec2Config>),
 }
 
 impl ProviderConfig {
@@ -218,6 +219,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Docker(_) => "docker",
             ProviderConfig::Static(_) => "static",
+            ProviderConfig::Ec2(_) => "ec2",
         }
     }
 }

@@ -46,7 +46,7 @@ pub async fn down(
         Phase::RunStart,
         json!({"pid": std::process::id()}),
     )?;
-    let provider = build_provider(&bp).await?;
+    let provider = build_provider(&bp, &super::recorded_public_key(&state)).await?;
     let owner = Ownership::new(name);
     let mut report = DownReport {
         deployment: name.into(),

@@ -15,12 +15,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Builds the provider a blueprint names.
-pub async fn build_provider(bp: &Blueprint) -> Result<Arc<dyn Provider>> {
+pub async fn build_provider(bp: &Blueprint, public_key: &str) -> Result<Arc<dyn Provider>> {
     match &bp.provider {
         ProviderConfig::Docker(cfg) => {
             let p = flotilla_provider_docker::DockerProvider::connect(
                 cfg.clone(),
                 crate::state::cache_dir(),
+            )
+            .await?;
+            Ok(Arc::new(p))
+        }
+        ProviderConfig::Ec2(cfg) => {
+            let p = flotilla_provider_ec2::Ec2Provider::new(
+                (**cfg).clone(),
+                bp.cluster.as_str(),
+                public_key.to_string(),
             )
             .await?;
             Ok(Arc::new(p))
@@ -44,6 +53,20 @@ pub async fn build_provider(bp: &Blueprint) -> Result<Arc<dyn Provider>> {
             )))
         }
     }
+}
+
+/// The public key of a recorded deployment (for providers that check their key pair).
+pub fn recorded_public_key(state: &State) -> String {
+    if state.ssh_private_key.is_empty() {
+        return String::new();
+    }
+    crate::ssh::ensure_keypair(
+        Some(Path::new(&state.ssh_private_key)),
+        Path::new("/nonexistent"),
+        "",
+    )
+    .map(|(_, k)| k)
+    .unwrap_or_default()
 }
 
 /// Re-reads the blueprint recorded in the state (for `down`/`status` without the file).

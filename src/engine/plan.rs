@@ -147,9 +147,27 @@ pub fn plan_machines(
         .filter(|n| !observed_names.contains(&n.as_str()))
         .cloned()
         .collect();
+    let mut retry: Vec<PlannedNode> = Vec::new();
     for name in lost {
-        state.nodes.remove(&name);
-        plan.lost.push(name);
+        match state.nodes.get(&name) {
+            // Recorded by a run that died before the create call answered: ask again under
+            // the same name (the provider finds the machine if the call did go through).
+            Some(rec)
+                if rec.phase == crate::state::NodePhase::Creating
+                    && rec.machine_id.is_none()
+                    && wanted_group(&rec.group).is_some() =>
+            {
+                retry.push(PlannedNode {
+                    name: name.clone(),
+                    group: rec.group.clone(),
+                    role: rec.role,
+                });
+            }
+            _ => {
+                state.nodes.remove(&name);
+                plan.lost.push(name);
+            }
+        }
     }
     for name in &plan.replace {
         state.nodes.remove(name);
@@ -186,6 +204,12 @@ pub fn plan_machines(
             });
         }
     }
+    let mut create = retry
+        .into_iter()
+        .filter(|r| !plan.remove.contains(&r.name))
+        .collect::<Vec<_>>();
+    create.append(&mut plan.create);
+    plan.create = create;
     for rec in state.nodes.values() {
         if wanted_group(&rec.group).is_none() {
             plan.remove.push(rec.name.clone());
@@ -323,6 +347,20 @@ mod tests {
         assert_eq!(p.remove, vec!["workers-10", "workers-2"]);
         assert_eq!(p.orphans.len(), 1);
         assert_eq!(p.orphans[0].name, "old-1");
+    }
+
+    #[test]
+    fn names_recorded_before_a_failed_create_are_asked_for_again() {
+        let mut s = State::new("d", "ec2", "t");
+        let mut r = record("workers-1", "workers");
+        r.phase = NodePhase::Creating;
+        r.machine_id = None;
+        s.nodes.insert("workers-1".into(), r);
+        s.next_index.insert("workers".into(), 2);
+        let p = plan_machines(&[group("workers", Role::Worker, 2)], &mut s, &[], true, "t");
+        let names: Vec<&str> = p.create.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["workers-1", "workers-2"]);
+        assert!(p.lost.is_empty());
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub struct StatusReport {
 pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
     let state = home.load_existing(name)?;
     let bp = recorded_blueprint(&state)?;
-    let provider = build_provider(&bp).await?;
+    let provider = build_provider(&bp, &super::recorded_public_key(&state)).await?;
     let observed = provider.describe(&Ownership::new(name)).await?;
     let dir = home.deployment_dir(name);
     // status never changes the pinned keys: the ssh files go to a scratch folder.

@@ -177,7 +177,7 @@ async fn prepare<'a>(
         Some(k) if !write => (k, String::new()),
         k => crate::ssh::ensure_keypair(k.as_deref(), &key_dir, &format!("flotilla@{}", bp.name))?,
     };
-    let provider = build_provider(bp).await?;
+    let provider = build_provider(bp, &public_key).await?;
     let settings = nodes::ssh_settings(bp, if write { &dir } else { &key_dir }, &key);
     let pool = Arc::new(SshPool::new(settings)?);
     state.ssh_private_key = key.display().to_string();
@@ -474,25 +474,8 @@ async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Resul
                 return Err(e.into());
             }
         };
-        for m in &created {
-            if let Some(rec) = run.state.nodes.get_mut(&m.name) {
-                rec.machine_id = Some(m.id.clone());
-                rec.private_ip = m.private_ip;
-                rec.public_ip = m.public_ip;
-                rec.ssh_port = m.ssh_port;
-                rec.ssh_user = m.ssh_user.clone().unwrap_or_default();
-                rec.phase = rec.phase.clone().max(NodePhase::Created);
-            }
-            run.progress.node_done(
-                &m.name,
-                true,
-                &format!(
-                    "machine {} at {}",
-                    short(&m.id.0),
-                    m.private_ip.map(|i| i.to_string()).unwrap_or_default()
-                ),
-            );
-        }
+        apply_machines(&mut run.state, &created);
+        // The ids are recorded before waiting, so a crash while machines boot loses nothing.
         run.save()?;
         run.j(
             "create-machines",
@@ -500,6 +483,23 @@ async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Resul
             Phase::Done,
             json!({"machines": created.iter().map(|m| (&m.name, &m.id)).collect::<Vec<_>>()}),
         )?;
+        let ids: Vec<MachineId> = created.iter().map(|m| m.id.clone()).collect();
+        run.j("wait-running", "", Phase::Intent, json!({"machines": ids}))?;
+        let running = run.provider.wait_running(&run.owner, &ids).await?;
+        apply_machines(&mut run.state, &running);
+        for m in &running {
+            run.progress.node_done(
+                &m.name,
+                true,
+                &format!(
+                    "machine {} at {}",
+                    short(&m.id.0),
+                    m.ssh_address().map(|i| i.to_string()).unwrap_or_default()
+                ),
+            );
+        }
+        run.save()?;
+        run.j("wait-running", "", Phase::Done, json!(null))?;
     }
 
     // Scale-in candidates stay out of the install/join work.
@@ -730,6 +730,20 @@ async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Resul
         || report.cluster.as_ref().is_some_and(ConvergeReport::changed);
     run.save()?;
     Ok(report)
+}
+
+/// Copies what the provider reports about machines into their records.
+fn apply_machines(state: &mut State, machines: &[flotilla_provider_core::NodeInfo]) {
+    for m in machines {
+        if let Some(rec) = state.nodes.get_mut(&m.name) {
+            rec.machine_id = Some(m.id.clone());
+            rec.private_ip = m.private_ip;
+            rec.public_ip = m.public_ip;
+            rec.ssh_port = m.ssh_port;
+            rec.ssh_user = m.ssh_user.clone().unwrap_or_default();
+            rec.phase = rec.phase.clone().max(NodePhase::Created);
+        }
+    }
 }
 
 fn short(id: &str) -> &str {

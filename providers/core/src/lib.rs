@@ -34,6 +34,22 @@ pub trait Provider: Send + Sync {
     /// already created them) and returns what it knows about each one.
     async fn create_nodes(&self, req: &CreateRequest) -> Result<Vec<NodeInfo>, ProviderError>;
 
+    /// Waits until the given machines run (batched polling), returning what is then known about
+    /// them (addresses appear only once a machine runs on some clouds). Providers whose
+    /// `create_nodes` already returns running machines keep this default.
+    async fn wait_running(
+        &self,
+        owner: &Ownership,
+        ids: &[MachineId],
+    ) -> Result<Vec<NodeInfo>, ProviderError> {
+        Ok(self
+            .describe(owner)
+            .await?
+            .into_iter()
+            .filter(|n| ids.contains(&n.id))
+            .collect())
+    }
+
     /// Every machine that carries this deployment's labels, in one batched call where the API allows.
     async fn describe(&self, owner: &Ownership) -> Result<Vec<NodeInfo>, ProviderError>;
 
