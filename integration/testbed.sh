@@ -11,7 +11,7 @@ set -euo pipefail
 TB_DIR=${FLOTILLA_TESTBED_DIR:-/tmp/flotilla-testbed}
 SOCK="$TB_DIR/docker.sock"
 NAT_TAG="flotilla-testbed"
-NODE_NET=10.198.0.0/16
+NODE_NETS="10.198.0.0/16 10.199.0.0/16"
 
 log() { printf '%s testbed: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -39,14 +39,16 @@ start() {
     log "private dockerd up (pid $(cat "$TB_DIR/dockerd.pid")) on unix://$SOCK"
   fi
   sysctl -qw net.ipv4.ip_forward=1
-  if ! iptables -t nat -C POSTROUTING -s "$NODE_NET" ! -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j MASQUERADE 2>/dev/null; then
-    iptables -t nat -A POSTROUTING -s "$NODE_NET" ! -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j MASQUERADE
-  fi
-  # Forwarding between node bridges and out of them, in case the FORWARD policy is DROP.
-  if ! iptables -C FORWARD -s "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT 2>/dev/null; then
-    iptables -I FORWARD -s "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT
-    iptables -I FORWARD -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT
-  fi
+  for NODE_NET in $NODE_NETS; do
+    if ! iptables -t nat -C POSTROUTING -s "$NODE_NET" ! -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j MASQUERADE 2>/dev/null; then
+      iptables -t nat -A POSTROUTING -s "$NODE_NET" ! -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j MASQUERADE
+    fi
+    # Forwarding between node bridges and out of them, in case the FORWARD policy is DROP.
+    if ! iptables -C FORWARD -s "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT 2>/dev/null; then
+      iptables -I FORWARD -s "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT
+      iptables -I FORWARD -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT
+    fi
+  done
 }
 
 stop() {
@@ -64,9 +66,11 @@ stop() {
     rm -f "$TB_DIR/dockerd.pid"
   fi
   grep " $TB_DIR/exec" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  while iptables -t nat -D POSTROUTING -s "$NODE_NET" ! -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j MASQUERADE 2>/dev/null; do :; done
-  while iptables -D FORWARD -s "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT 2>/dev/null; do :; done
-  while iptables -D FORWARD -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT 2>/dev/null; do :; done
+  for NODE_NET in $NODE_NETS; do
+    while iptables -t nat -D POSTROUTING -s "$NODE_NET" ! -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j MASQUERADE 2>/dev/null; do :; done
+    while iptables -D FORWARD -s "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT 2>/dev/null; do :; done
+    while iptables -D FORWARD -d "$NODE_NET" -m comment --comment "$NAT_TAG" -j ACCEPT 2>/dev/null; do :; done
+  done
 }
 
 case "${1:-}" in

@@ -42,9 +42,13 @@ end
 begin "start test bed (private dockerd)"
 eval "$(integration/testbed.sh start)"
 export DOCKER_HOST
-trap 'integration/testbed.sh stop || true; report' EXIT
+trap 'integration/ec2-testcloud.sh stop || true; integration/testbed.sh stop || true; report' EXIT
 # One node image build per machine: the debootstrap rootfs is cached here between runs.
 export FLOTILLA_CACHE_DIR=${FLOTILLA_CACHE_DIR:-/var/tmp/flotilla-test-cache}
+end
+
+begin "start EC2 test cloud (moto + data plane)"
+integration/ec2-testcloud.sh start
 end
 
 begin "cargo fmt --check"

@@ -4,5 +4,6 @@
 mod common;
 mod crash_recovery;
 mod docker_swarm;
+mod ec2;
 mod static_hosts;
 mod validate_table;

@@ -164,7 +164,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         parts.push(s.to_string());
         src = s.source();
     }
-    parts.join(": ")
+    parts
+        .join(": ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub struct Ec2Api {
@@ -173,6 +177,7 @@ pub struct Ec2Api {
     pub stats: Stats,
     max_attempts: u32,
     credentials: SharedCredentialsProvider,
+    profile: Option<String>,
     pub endpoint: String,
 }
 
@@ -246,19 +251,23 @@ impl Ec2Api {
             stats: Stats::default(),
             max_attempts: cfg.max_attempts.max(1),
             credentials: chain,
+            profile,
             endpoint,
         })
     }
 
     /// Resolves credentials now, so a missing or broken setup is one clear message before any call.
     pub async fn check_credentials(&self) -> Result<Credentials, ProviderError> {
-        self.credentials.provide_credentials().await.map_err(|e| ProviderError::Config {
-            field: "provider (credentials)".into(),
-            message: format!(
-                "no usable AWS credentials ({}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile \
-                 (provider.profile / AWS_PROFILE) in ~/.aws/credentials",
-                error_chain(&e)
-            ),
+        self.credentials.provide_credentials().await.map_err(|e| {
+            debug!(error = %error_chain(&e).replace('\n', " "), "credential chain failed");
+            let profile = self.profile.as_deref().unwrap_or("default");
+            ProviderError::Config {
+                field: "provider (credentials)".into(),
+                message: format!(
+                    "no usable AWS credentials (tried the environment and profile `{profile}` of ~/.aws/credentials and ~/.aws/config): \
+                     set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or provider.profile / AWS_PROFILE"
+                ),
+            }
         })
     }
 
