@@ -233,7 +233,8 @@ fn ec2_bad_settings_fail_before_anything_is_created() {
     let _one = EC2.lock().unwrap_or_else(|p| p.into_inner());
     let cloud = seed();
     let bp = blueprint();
-    let cases: Vec<(&str, Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "unknown AMI",
             sets("ec2-bad", &cloud, &["ami=ami-0000000000000dead"]),
