@@ -26,7 +26,7 @@ need_root() {
 
 begin "install packages"
 need_root
-PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps"
+PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps mariadb-server rabbitmq-server jq curl"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -42,13 +42,17 @@ end
 begin "start test bed (private dockerd)"
 eval "$(integration/testbed.sh start)"
 export DOCKER_HOST
-trap 'integration/ec2-testcloud.sh stop || true; integration/testbed.sh stop || true; report' EXIT
+trap 'bash integration/openstack/testcloud.sh down || true; integration/ec2-testcloud.sh stop || true; integration/testbed.sh stop || true; report' EXIT
 # One node image build per machine: the debootstrap rootfs is cached here between runs.
 export FLOTILLA_CACHE_DIR=${FLOTILLA_CACHE_DIR:-/var/tmp/flotilla-test-cache}
 end
 
 begin "start EC2 test cloud (moto + data plane)"
 integration/ec2-testcloud.sh start
+end
+
+begin "start OpenStack test cloud (install cached, init once, then restore)"
+bash integration/openstack/testcloud.sh up
 end
 
 begin "cargo fmt --check"

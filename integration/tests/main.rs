@@ -5,5 +5,6 @@ mod common;
 mod crash_recovery;
 mod docker_swarm;
 mod ec2;
+mod openstack;
 mod static_hosts;
 mod validate_table;

@@ -464,6 +464,21 @@ fn check(
                         }
                         extra.is_empty().then(|| ProviderConfig::Ec2(Box::new(c)))
                     }),
+                Some("openstack") => ctx
+                    .section::<flotilla_provider_openstack::OpenStackConfig>(
+                        Value::Object(p),
+                        "provider",
+                    )
+                    .and_then(|c| {
+                        let extra = c.check();
+                        for (field, msg) in &extra {
+                            let loc = ctx.index.value(field);
+                            ctx.push(loc, field.clone(), msg.clone());
+                        }
+                        extra
+                            .is_empty()
+                            .then(|| ProviderConfig::OpenStack(Box::new(c)))
+                    }),
                 Some(_) => ctx
                     .section::<flotilla_provider_static::StaticConfig>(Value::Object(p), "provider")
                     .map(ProviderConfig::Static),

@@ -23,7 +23,7 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
 
 pub const PROVIDER_KINDS: &[&str] = &["docker", "static", "ec2", "openstack"];
 /// Provider kinds this build can drive.
-pub const PROVIDER_KINDS_AVAILABLE: &[&str] = &["docker", "static", "ec2"];
+pub const PROVIDER_KINDS_AVAILABLE: &[&str] = &["docker", "static", "ec2", "openstack"];
 pub const CLUSTER_KINDS: &[&str] = &["swarm", "kubernetes", "mesos", "none"];
 pub const CLUSTER_KINDS_AVAILABLE: &[&str] = &["swarm", "none"];
 
@@ -212,6 +212,7 @@ pub enum ProviderConfig {
     Docker(flotilla_provider_docker::DockerConfig),
     Static(flotilla_provider_static::StaticConfig),
     Ec2(Box<flotilla_provider_ec2::Ec2Config>),
+    OpenStack(Box<flotilla_provider_openstack::OpenStackConfig>),
 }
 
 impl ProviderConfig {
@@ -220,6 +221,7 @@ impl ProviderConfig {
             ProviderConfig::Docker(_) => "docker",
             ProviderConfig::Static(_) => "static",
             ProviderConfig::Ec2(_) => "ec2",
+            ProviderConfig::OpenStack(_) => "openstack",
         }
     }
 }

@@ -34,6 +34,14 @@ pub async fn build_provider(bp: &Blueprint, public_key: &str) -> Result<Arc<dyn 
             .await?;
             Ok(Arc::new(p))
         }
+        ProviderConfig::OpenStack(cfg) => {
+            let p = flotilla_provider_openstack::OpenStackProvider::new(
+                (**cfg).clone(),
+                bp.cluster.as_str(),
+                public_key.to_string(),
+            )?;
+            Ok(Arc::new(p))
+        }
         ProviderConfig::Static(_) => {
             let mut hosts = Vec::new();
             for g in &bp.groups {

@@ -10,7 +10,10 @@ pub mod fake;
 mod types;
 
 pub use error::ProviderError;
-pub use types::{labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership, Role};
+pub use types::{
+    cluster_ports, labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership,
+    PortRule, Role,
+};
 
 use async_trait::async_trait;
 

@@ -132,3 +132,33 @@ impl NodeInfo {
         self.public_ip.or(self.private_ip)
     }
 }
+
+/// A port range a cluster needs open between its own members (never to the world).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRule {
+    pub proto: &'static str,
+    pub from: i32,
+    pub to: i32,
+}
+
+/// The orchestrator's ports: Swarm 2377/tcp, 7946/tcp+udp, 4789/udp; Kubernetes 6443,
+/// 2379-2380, 10250-10259, 30000-32767; Mesos 5050-5051 and ZooKeeper 2181.
+pub fn cluster_ports(cluster: &str) -> Vec<PortRule> {
+    let r = |proto, from, to| PortRule { proto, from, to };
+    match cluster {
+        "swarm" => vec![
+            r("tcp", 2377, 2377),
+            r("tcp", 7946, 7946),
+            r("udp", 7946, 7946),
+            r("udp", 4789, 4789),
+        ],
+        "kubernetes" => vec![
+            r("tcp", 6443, 6443),
+            r("tcp", 2379, 2380),
+            r("tcp", 10250, 10259),
+            r("tcp", 30000, 32767),
+        ],
+        "mesos" => vec![r("tcp", 5050, 5051), r("tcp", 2181, 2181)],
+        _ => vec![],
+    }
+}

@@ -34,34 +34,7 @@ const NAMES_TAG: &str = "io.flotilla.names";
 const TERMINATE_BATCH: usize = 500;
 const WAIT_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// A port range opened inside the deployment's security group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRule {
-    pub proto: &'static str,
-    pub from: i32,
-    pub to: i32,
-}
-
-/// The orchestrator's ports, opened only between members of the security group.
-pub fn ports_for(cluster: &str) -> Vec<PortRule> {
-    let r = |proto, from, to| PortRule { proto, from, to };
-    match cluster {
-        "swarm" => vec![
-            r("tcp", 2377, 2377),
-            r("tcp", 7946, 7946),
-            r("udp", 7946, 7946),
-            r("udp", 4789, 4789),
-        ],
-        "kubernetes" => vec![
-            r("tcp", 6443, 6443),
-            r("tcp", 2379, 2380),
-            r("tcp", 10250, 10259),
-            r("tcp", 30000, 32767),
-        ],
-        "mesos" => vec![r("tcp", 5050, 5051), r("tcp", 2181, 2181)],
-        _ => vec![],
-    }
-}
+pub use flotilla_provider_core::{cluster_ports as ports_for, PortRule};
 
 #[derive(Debug, Clone)]
 struct Resolved {

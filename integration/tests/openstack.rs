@@ -1,0 +1,237 @@
+//! The OpenStack provider against a real OpenStack control plane (keystone, nova with the fake
+//! virt driver, neutron, glance, placement; `integration/openstack/testcloud.sh`) with real SSH hosts
+//! behind the servers (its data plane): a Swarm forms, re-runs create nothing, a server that goes to
+//! ERROR is replaced, floating IPs are allocated and released, and bad settings fail before anything
+//! is created. The tests share one cloud, so they run one at a time.
+
+use crate::common::{json, repo_root, require_docker, stderr, Home};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+static CLOUD: Mutex<()> = Mutex::new(());
+static PRISTINE: std::sync::Once = std::sync::Once::new();
+
+/// Serialises the OpenStack tests and starts the first one from the pristine cloud (a DB restore),
+/// so leftovers of an earlier, interrupted run cannot interfere.
+fn exclusive_cloud() -> std::sync::MutexGuard<'static, ()> {
+    let guard = CLOUD.lock().unwrap_or_else(|p| p.into_inner());
+    PRISTINE.call_once(|| testcloud(&["reset"]));
+    guard
+}
+
+fn inventory(deployment: &str) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(repo_root().join("integration/openstack/inventory.py"))
+        .arg(deployment)
+        .output()
+        .expect("inventory");
+    assert!(
+        out.status.success(),
+        "inventory: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inventory JSON")
+}
+
+fn empty() -> serde_json::Value {
+    serde_json::json!({"servers": [], "floating_ips": [], "security_groups": [], "key_pairs": []})
+}
+
+fn testcloud(args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(repo_root().join("integration/openstack/testcloud.sh"))
+        .args(args)
+        .output()
+        .expect("testcloud.sh");
+    assert!(
+        out.status.success(),
+        "testcloud.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The demo project's credentials, the way users give them: a clouds.yaml entry.
+fn flotilla(home: &Home, args: &[&str], password: &str) -> Output {
+    let clouds = home.write(
+        "clouds.yaml",
+        &format!("clouds:\n  testcloud:\n    auth:\n      auth_url: http://127.0.0.1:15000\n      username: demo\n      password: {password}\n      project_name: demo\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n"),
+    );
+    let mut c = home.cmd();
+    c.env("HOME", home.path())
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "testcloud");
+    for k in [
+        "OS_AUTH_URL",
+        "OS_USERNAME",
+        "OS_PASSWORD",
+        "OS_PROJECT_NAME",
+    ] {
+        c.env_remove(k);
+    }
+    let out = c.args(args).output().expect("run flotilla");
+    eprintln!(
+        "$ flotilla {}\n-> {:?}\n{}\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    out
+}
+
+fn up_args<'a>(bp: &'a str, sets: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["up", bp];
+    for s in sets {
+        v.push("--set");
+        v.push(s);
+    }
+    v.extend_from_slice(extra);
+    v
+}
+
+fn sets(name: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![format!("name={name}"), "ssh_user=root".to_string()];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn blueprint() -> String {
+    repo_root()
+        .join("blueprints/openstack-swarm.yaml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn openstack_swarm_up_rerun_down_with_floating_ips() {
+    require_docker();
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let bp = blueprint();
+    // Floating IPs from the external network; SSH goes to the fixed IPs where the hosts live.
+    let s = sets("os-it", &["fip_pool=public"]);
+    let mut args = up_args(&bp, &s, &[]);
+    let bp_with_fixed = home.write(
+        "os-fixed.yaml",
+        &std::fs::read_to_string(&bp)
+            .expect("blueprint")
+            .replace("  ssh_cidr:", "  address: fixed\n  ssh_cidr:"),
+    );
+    let bp_fixed = bp_with_fixed.to_str().expect("utf8").to_string();
+    args[1] = &bp_fixed;
+    let up = flotilla(&home, &args, "secret");
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    let inv = inventory("os-it");
+    assert_eq!(inv["servers"].as_array().map(Vec::len), Some(3), "{inv}");
+    assert_eq!(
+        inv["floating_ips"].as_array().map(Vec::len),
+        Some(3),
+        "one floating IP per server: {inv}"
+    );
+
+    let st = flotilla(&home, &["status", "os-it", "-o", "json"], "secret");
+    assert_eq!(st.status.code(), Some(0), "status: {}", stderr(&st));
+    let st = json(&st);
+    assert_eq!(st["healthy"], true, "{st}");
+
+    let mut again = args.clone();
+    again.extend_from_slice(&["-o", "json"]);
+    let r = flotilla(&home, &again, "secret");
+    assert_eq!(r.status.code(), Some(0));
+    let r = json(&r);
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(
+        inventory("os-it")["servers"].as_array().map(Vec::len),
+        Some(3),
+        "nothing created twice"
+    );
+
+    let down = flotilla(&home, &["down", "os-it", "--yes"], "secret");
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    assert_eq!(
+        inventory("os-it"),
+        empty(),
+        "servers, floating IPs, security group and key pair are gone"
+    );
+}
+
+#[test]
+fn openstack_server_in_error_is_replaced() {
+    require_docker();
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let bp = blueprint();
+    let s = sets("os-flaky", &["workers=1"]);
+    testcloud(&["fail-next-spawns", "1"]);
+    let up = flotilla(&home, &up_args(&bp, &s, &[]), "secret");
+    assert_eq!(
+        up.status.code(),
+        Some(0),
+        "up despite one hypervisor failure: {}",
+        stderr(&up)
+    );
+    let err = stderr(&up);
+    assert!(
+        err.contains("injected hypervisor failure"),
+        "the fault message is surfaced: {err}"
+    );
+    assert!(err.contains("replacing it"), "{err}");
+    assert_eq!(
+        inventory("os-flaky")["servers"].as_array().map(Vec::len),
+        Some(2),
+        "the ERROR server was replaced, not kept"
+    );
+    let down = flotilla(&home, &["down", "os-flaky", "--yes"], "secret");
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    assert_eq!(inventory("os-flaky"), empty());
+}
+
+#[test]
+fn openstack_bad_settings_fail_before_anything_is_created() {
+    let _one = exclusive_cloud();
+    let bp = blueprint();
+    let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
+        (
+            "unknown flavor",
+            sets("os-bad", &["flavor=m1.smal"]),
+            "secret",
+            "did you mean `m1.small`",
+        ),
+        (
+            "unknown image",
+            sets("os-bad", &["image=debian-13"]),
+            "secret",
+            "provider.image",
+        ),
+        (
+            "unknown network",
+            sets("os-bad", &["network=privat"]),
+            "secret",
+            "provider.network",
+        ),
+        (
+            "wrong password",
+            sets("os-bad", &[]),
+            "wrong",
+            "Keystone refused the credentials",
+        ),
+    ];
+    for (what, s, password, expect) in cases {
+        let home = Home::new();
+        let out = flotilla(&home, &up_args(&bp, &s, &[]), password);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what}: exit 2 expected: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{what}: `{expect}` in {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{what}: one-line cause: {err}"
+        );
+        assert_eq!(inventory("os-bad"), empty(), "{what}: nothing created");
+    }
+}

@@ -1,0 +1,1042 @@
+//! OpenStack machines over the REST APIs (Keystone v3, Nova, Neutron, Glance) with reqwest.
+//!
+//! Servers are created one per call, a bounded number in flight: multi-create answers only the
+//! first server (or only a reservation id) and cannot give each server its own name and metadata,
+//! which flotilla needs to find every node again after a crash. Each server carries the tag
+//! `flotilla:<deployment>` (one batched list per poll round) and metadata naming its deployment,
+//! group, node and run.
+
+pub mod auth;
+mod config;
+mod session;
+
+pub use config::{AddressMode, OpenStackConfig};
+
+use async_trait::async_trait;
+use flotilla_provider_core::{
+    cluster_ports, labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership,
+    PortRule, Provider, ProviderError, Role,
+};
+use futures::stream::{self, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use session::{api_error, Service, Session};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+const WAIT_TIMEOUT: Duration = Duration::from_secs(900);
+
+#[derive(Debug, Clone)]
+struct Resolved {
+    image_id: String,
+    flavor_id: String,
+    network_id: String,
+    network_name: String,
+    fip_network_id: Option<String>,
+}
+
+pub struct OpenStackProvider {
+    s: Session,
+    cfg: OpenStackConfig,
+    ports: Vec<PortRule>,
+    public_key: String,
+    resolved: Mutex<Option<Resolved>>,
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn tag_of(owner: &Ownership) -> String {
+    format!("flotilla:{}", owner.deployment)
+}
+
+fn looks_like_uuid(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+/// "not found" with the closest names the cloud has.
+fn not_found(field: &str, what: &str, wanted: &str, names: &[String]) -> ProviderError {
+    let mut ranked: Vec<(&String, f64)> = names
+        .iter()
+        .map(|n| (n, strsim::jaro_winkler(wanted, n)))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let close: Vec<&str> = ranked
+        .iter()
+        .take(3)
+        .filter(|(_, s)| *s > 0.6)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let hint = if close.is_empty() {
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; available: {}",
+                names.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    } else {
+        format!(
+            "; did you mean {}?",
+            close
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    };
+    ProviderError::Config {
+        field: field.into(),
+        message: format!("{what} `{wanted}` not found{hint}"),
+    }
+}
+
+impl OpenStackProvider {
+    pub fn new(
+        cfg: OpenStackConfig,
+        cluster: &str,
+        public_key: String,
+    ) -> Result<Self, ProviderError> {
+        let cloud = auth::resolve(
+            cfg.cloud.as_deref(),
+            &|k| std::env::var(k).ok().filter(|v| !v.is_empty()),
+            &auth::clouds_yaml_paths(),
+        )
+        .map_err(|message| ProviderError::Config {
+            field: "provider.cloud".into(),
+            message,
+        })?;
+        let interface = cfg.interface(cloud.interface.as_deref());
+        let s = Session::new(cloud, interface, cfg.region.clone())?;
+        Ok(Self {
+            s,
+            cfg,
+            ports: cluster_ports(cluster),
+            public_key,
+            resolved: Mutex::new(None),
+        })
+    }
+
+    fn key_name(&self, owner: &Ownership) -> String {
+        self.cfg
+            .key_name
+            .clone()
+            .unwrap_or_else(|| format!("flotilla-{}", owner.deployment))
+    }
+
+    fn sg_name(&self, owner: &Ownership) -> String {
+        self.cfg
+            .security_group
+            .clone()
+            .unwrap_or_else(|| format!("flotilla-{}", owner.deployment))
+    }
+
+    async fn resolve(&self) -> Result<Resolved, ProviderError> {
+        if let Some(r) = self.resolved.lock().await.clone() {
+            return Ok(r);
+        }
+        // Flavor by id or name.
+        let flavors = self
+            .s
+            .ok(Service::Compute, Method::GET, "/flavors/detail", None)
+            .await?;
+        let list = flavors["flavors"].as_array().cloned().unwrap_or_default();
+        let flavor = list
+            .iter()
+            .find(|f| f["id"] == self.cfg.flavor.as_str())
+            .or_else(|| list.iter().find(|f| f["name"] == self.cfg.flavor.as_str()));
+        let flavor_id = match flavor.and_then(|f| f["id"].as_str()) {
+            Some(id) => id.to_string(),
+            None => {
+                let names: Vec<String> = list
+                    .iter()
+                    .filter_map(|f| f["name"].as_str().map(String::from))
+                    .collect();
+                return Err(not_found(
+                    "provider.flavor",
+                    "flavor",
+                    &self.cfg.flavor,
+                    &names,
+                ));
+            }
+        };
+        // Image by id or name.
+        let image_id = if looks_like_uuid(&self.cfg.image) {
+            let r = self
+                .s
+                .call(
+                    Service::Image,
+                    Method::GET,
+                    &format!("/images/{}", self.cfg.image),
+                    None,
+                    false,
+                )
+                .await?;
+            if !r.status.is_success() {
+                return Err(ProviderError::Config {
+                    field: "provider.image".into(),
+                    message: format!("image {} not found ({})", self.cfg.image, r.status),
+                });
+            }
+            self.cfg.image.clone()
+        } else {
+            let found = self
+                .s
+                .ok(
+                    Service::Image,
+                    Method::GET,
+                    &format!("/images?name={}&status=active", enc(&self.cfg.image)),
+                    None,
+                )
+                .await?;
+            match found["images"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|i| i["id"].as_str())
+            {
+                Some(id) => id.to_string(),
+                None => {
+                    let all = self
+                        .s
+                        .ok(Service::Image, Method::GET, "/images?limit=200", None)
+                        .await?;
+                    let names: Vec<String> = all["images"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|i| i["name"].as_str().map(String::from))
+                        .collect();
+                    return Err(not_found(
+                        "provider.image",
+                        "image",
+                        &self.cfg.image,
+                        &names,
+                    ));
+                }
+            }
+        };
+        // Network by id or name.
+        let (network_id, network_name) = self
+            .find_network(&self.cfg.network, false, "provider.network")
+            .await?;
+        let fip_network_id = match &self.cfg.floating_ip_pool {
+            Some(pool) => Some(
+                self.find_network(pool, true, "provider.floating_ip_pool")
+                    .await?
+                    .0,
+            ),
+            None => None,
+        };
+        let r = Resolved {
+            image_id,
+            flavor_id,
+            network_id,
+            network_name,
+            fip_network_id,
+        };
+        *self.resolved.lock().await = Some(r.clone());
+        Ok(r)
+    }
+
+    async fn find_network(
+        &self,
+        wanted: &str,
+        external: bool,
+        field: &str,
+    ) -> Result<(String, String), ProviderError> {
+        let path = if looks_like_uuid(wanted) {
+            format!("/networks?id={wanted}")
+        } else {
+            format!("/networks?name={}", enc(wanted))
+        };
+        let v = self
+            .s
+            .ok(Service::Network, Method::GET, &path, None)
+            .await?;
+        let nets = v["networks"].as_array().cloned().unwrap_or_default();
+        let pick = nets
+            .iter()
+            .find(|n| !external || n["router:external"] == true);
+        match pick {
+            Some(n) => Ok((
+                n["id"].as_str().unwrap_or_default().to_string(),
+                n["name"].as_str().unwrap_or_default().to_string(),
+            )),
+            None => {
+                let all = self
+                    .s
+                    .ok(Service::Network, Method::GET, "/networks", None)
+                    .await?;
+                let names: Vec<String> = all["networks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| !external || n["router:external"] == true)
+                    .filter_map(|n| n["name"].as_str().map(String::from))
+                    .collect();
+                Err(not_found(
+                    field,
+                    if external {
+                        "external network"
+                    } else {
+                        "network"
+                    },
+                    wanted,
+                    &names,
+                ))
+            }
+        }
+    }
+
+    async fn ensure_key_pair(&self, owner: &Ownership, create: bool) -> Result<(), ProviderError> {
+        let name = self.key_name(owner);
+        let r = self
+            .s
+            .call(
+                Service::Compute,
+                Method::GET,
+                &format!("/os-keypairs/{}", enc(&name)),
+                None,
+                false,
+            )
+            .await?;
+        if r.status.is_success() {
+            let theirs = r.body["keypair"]["public_key"]
+                .as_str()
+                .map(key_body)
+                .unwrap_or_default();
+            if theirs != key_body(&self.public_key) {
+                return Err(ProviderError::Config {
+                    field: "provider.key_name".into(),
+                    message: format!("key pair `{name}` exists with a different public key; flotilla never overwrites a key pair: choose another provider.key_name or delete it"),
+                });
+            }
+            return Ok(());
+        }
+        if r.status != StatusCode::NOT_FOUND {
+            return Err(api_error("GET os-keypairs", &r));
+        }
+        if create {
+            let body = json!({"keypair": {"name": name, "public_key": self.public_key.trim()}});
+            let r = self
+                .s
+                .call(
+                    Service::Compute,
+                    Method::POST,
+                    "/os-keypairs",
+                    Some(&body),
+                    false,
+                )
+                .await?;
+            if !(r.status.is_success() || r.status == StatusCode::CONFLICT) {
+                return Err(api_error("POST os-keypairs", &r));
+            }
+            info!(key = %name, "key pair imported");
+        }
+        Ok(())
+    }
+
+    async fn ensure_security_group(&self, owner: &Ownership) -> Result<(), ProviderError> {
+        let name = self.sg_name(owner);
+        let v = self
+            .s
+            .ok(
+                Service::Network,
+                Method::GET,
+                &format!("/security-groups?name={}", enc(&name)),
+                None,
+            )
+            .await?;
+        let sg = match v["security_groups"]
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+        {
+            Some(sg) => sg,
+            None => {
+                let body = json!({"security_group": {"name": name, "description": format!("flotilla deployment {}", owner.deployment)}});
+                let created = self
+                    .s
+                    .ok(
+                        Service::Network,
+                        Method::POST,
+                        "/security-groups",
+                        Some(&body),
+                    )
+                    .await?;
+                info!(group = %name, "security group created");
+                created["security_group"].clone()
+            }
+        };
+        let id = sg["id"].as_str().unwrap_or_default().to_string();
+        let rules = sg["security_group_rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let has = |proto: &str, from: i32, to: i32, cidr: Option<&str>, group: Option<&str>| {
+            rules.iter().any(|r| {
+                r["direction"] == "ingress"
+                    && r["protocol"] == proto
+                    && r["port_range_min"] == from
+                    && r["port_range_max"] == to
+                    && match (cidr, group) {
+                        (Some(c), _) => r["remote_ip_prefix"] == c,
+                        (_, Some(g)) => r["remote_group_id"] == g,
+                        _ => false,
+                    }
+            })
+        };
+        let mut wanted: Vec<Value> = Vec::new();
+        if !has("tcp", 22, 22, Some(&self.cfg.ssh_cidr), None) {
+            wanted.push(json!({"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": self.cfg.ssh_cidr}));
+        }
+        for p in &self.ports {
+            if !has(p.proto, p.from, p.to, None, Some(&id)) {
+                wanted.push(json!({"direction": "ingress", "ethertype": "IPv4", "protocol": p.proto, "port_range_min": p.from, "port_range_max": p.to, "remote_group_id": id}));
+            }
+        }
+        for mut rule in wanted {
+            rule["security_group_id"] = Value::String(id.clone());
+            let r = self
+                .s
+                .call(
+                    Service::Network,
+                    Method::POST,
+                    "/security-group-rules",
+                    Some(&json!({"security_group_rule": rule})),
+                    false,
+                )
+                .await?;
+            if !(r.status.is_success() || r.status == StatusCode::CONFLICT) {
+                return Err(api_error("POST security-group-rules", &r));
+            }
+        }
+        Ok(())
+    }
+
+    /// Servers of the deployment: one list call by tag.
+    async fn list(&self, owner: &Ownership) -> Result<Vec<Value>, ProviderError> {
+        let v = self
+            .s
+            .ok(
+                Service::Compute,
+                Method::GET,
+                &format!("/servers/detail?tags={}", enc(&tag_of(owner))),
+                None,
+            )
+            .await?;
+        Ok(v["servers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !matches!(s["status"].as_str(), Some("DELETED") | Some("SOFT_DELETED")))
+            .collect())
+    }
+
+    fn to_info(&self, s: &Value, network_name: Option<&str>) -> Option<NodeInfo> {
+        let md = &s["metadata"];
+        let name = md[labels::NODE].as_str()?.to_string();
+        let state = match s["status"].as_str().unwrap_or("") {
+            "ACTIVE" => NodeState::Running,
+            "BUILD" | "REBUILD" | "REBOOT" | "HARD_REBOOT" | "MIGRATING" | "RESIZE" => {
+                NodeState::Pending
+            }
+            "SHUTOFF" | "PAUSED" | "SUSPENDED" | "SHELVED" | "SHELVED_OFFLOADED" | "STOPPED" => {
+                NodeState::Stopped
+            }
+            "ERROR" => NodeState::Error(
+                s["fault"]["message"]
+                    .as_str()
+                    .unwrap_or("server is in ERROR (no fault message)")
+                    .to_string(),
+            ),
+            other => NodeState::Error(format!("server status {other}")),
+        };
+        let mut fixed = None;
+        let mut floating = None;
+        if let Some(addrs) = s["addresses"].as_object() {
+            for (net, list) in addrs {
+                for a in list.as_array().into_iter().flatten() {
+                    let ip = a["addr"].as_str().and_then(|x| x.parse().ok());
+                    match a["OS-EXT-IPS:type"].as_str() {
+                        Some("floating") => floating = floating.or(ip),
+                        _ if network_name.is_none_or(|n| n == net) => fixed = fixed.or(ip),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let public_ip = match self.cfg.address {
+            AddressMode::Fixed => None,
+            _ => floating,
+        };
+        Some(NodeInfo {
+            id: MachineId(s["id"].as_str()?.to_string()),
+            name,
+            group: md[labels::GROUP].as_str().unwrap_or_default().to_string(),
+            role: md[labels::ROLE]
+                .as_str()
+                .and_then(Role::parse)
+                .unwrap_or(Role::Worker),
+            run_token: md[labels::RUN].as_str().unwrap_or_default().to_string(),
+            state,
+            private_ip: fixed,
+            public_ip,
+            ssh_port: 22,
+            ssh_user: None,
+        })
+    }
+
+    async fn create_server(
+        &self,
+        owner: &Ownership,
+        r: &Resolved,
+        spec: &NodeSpec,
+        run: &str,
+    ) -> Result<String, ProviderError> {
+        let mut metadata: BTreeMap<String, String> = self.cfg.metadata.clone();
+        metadata.insert(labels::DEPLOYMENT.into(), owner.deployment.clone());
+        metadata.insert(labels::GROUP.into(), spec.group.clone());
+        metadata.insert(labels::NODE.into(), spec.name.clone());
+        metadata.insert(labels::ROLE.into(), spec.role.as_str().into());
+        metadata.insert(labels::RUN.into(), run.into());
+        metadata.insert(labels::MANAGED.into(), "true".into());
+        let mut server = json!({
+            "name": format!("flotilla-{}-{}", owner.deployment, spec.name),
+            "flavorRef": r.flavor_id,
+            "imageRef": r.image_id,
+            "networks": [{"uuid": r.network_id}],
+            "key_name": self.key_name(owner),
+            "security_groups": [{"name": self.sg_name(owner)}],
+            "metadata": metadata,
+            "tags": [tag_of(owner)],
+        });
+        if let Some(az) = &self.cfg.availability_zone {
+            server["availability_zone"] = Value::String(az.clone());
+        }
+        let resp = self
+            .s
+            .call(
+                Service::Compute,
+                Method::POST,
+                "/servers",
+                Some(&json!({"server": server})),
+                false,
+            )
+            .await?;
+        if !resp.status.is_success() {
+            let e = api_error("POST servers", &resp);
+            // Over quota is the user's business, not a transient failure.
+            if resp.status == StatusCode::FORBIDDEN || resp.status == StatusCode::PAYLOAD_TOO_LARGE
+            {
+                return Err(ProviderError::Config {
+                    field: "provider (quota)".into(),
+                    message: e.to_string(),
+                });
+            }
+            return Err(e);
+        }
+        resp.body["server"]["id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| ProviderError::Api {
+                operation: "POST servers".into(),
+                message: "no server id in the answer".into(),
+                source: None,
+            })
+    }
+
+    /// Floating IP for an ACTIVE server, found again by description after a crash.
+    async fn ensure_floating_ip(
+        &self,
+        owner: &Ownership,
+        fip_net: &str,
+        server_id: &str,
+        node: &str,
+    ) -> Result<(), ProviderError> {
+        let desc = format!("flotilla:{}:{node}", owner.deployment);
+        let ports = self
+            .s
+            .ok(
+                Service::Network,
+                Method::GET,
+                &format!("/ports?device_id={server_id}"),
+                None,
+            )
+            .await?;
+        let Some(port) = ports["ports"]
+            .as_array()
+            .and_then(|p| p.first())
+            .and_then(|p| p["id"].as_str())
+            .map(String::from)
+        else {
+            return Err(ProviderError::Api {
+                operation: "floating IP".into(),
+                message: format!("{node}: the server has no port yet"),
+                source: None,
+            });
+        };
+        let existing = self
+            .s
+            .ok(
+                Service::Network,
+                Method::GET,
+                &format!("/floatingips?description={}", enc(&desc)),
+                None,
+            )
+            .await?;
+        if let Some(f) = existing["floatingips"].as_array().and_then(|a| a.first()) {
+            if f["port_id"] == port.as_str() {
+                return Ok(());
+            }
+            let id = f["id"].as_str().unwrap_or_default();
+            // Association races with other creates on the same network: 409 is retried.
+            let r = self
+                .s
+                .call(
+                    Service::Network,
+                    Method::PUT,
+                    &format!("/floatingips/{id}"),
+                    Some(&json!({"floatingip": {"port_id": port}})),
+                    true,
+                )
+                .await?;
+            return if r.status.is_success() {
+                Ok(())
+            } else {
+                Err(api_error("PUT floatingips", &r))
+            };
+        }
+        let body = json!({"floatingip": {"floating_network_id": fip_net, "port_id": port, "description": desc}});
+        let r = self
+            .s
+            .call(
+                Service::Network,
+                Method::POST,
+                "/floatingips",
+                Some(&body),
+                true,
+            )
+            .await?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(api_error("POST floatingips", &r))
+        }
+    }
+
+    async fn delete_server_and_wait(
+        &self,
+        owner: &Ownership,
+        ids: &[String],
+    ) -> Result<(), ProviderError> {
+        for id in ids {
+            let r = self
+                .s
+                .call(
+                    Service::Compute,
+                    Method::DELETE,
+                    &format!("/servers/{id}"),
+                    None,
+                    true,
+                )
+                .await?;
+            if !(r.status.is_success() || r.status == StatusCode::NOT_FOUND) {
+                return Err(api_error("DELETE server", &r));
+            }
+        }
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let alive: Vec<String> = self
+                .list(owner)
+                .await?
+                .iter()
+                .filter_map(|s| s["id"].as_str().map(String::from))
+                .filter(|i| ids.contains(i))
+                .collect();
+            if alive.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > WAIT_TIMEOUT {
+                return Err(ProviderError::Api {
+                    operation: "wait for delete".into(),
+                    message: format!("still there: {}", alive.join(", ")),
+                    source: None,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn delete_floating_ips(
+        &self,
+        owner: &Ownership,
+        node: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let prefix = match node {
+            Some(n) => format!("flotilla:{}:{n}", owner.deployment),
+            None => format!("flotilla:{}:", owner.deployment),
+        };
+        let all = self
+            .s
+            .ok(Service::Network, Method::GET, "/floatingips", None)
+            .await?;
+        for f in all["floatingips"].as_array().into_iter().flatten() {
+            let d = f["description"].as_str().unwrap_or("");
+            let matches = if node.is_some() {
+                d == prefix
+            } else {
+                d.starts_with(&prefix)
+            };
+            if matches {
+                let id = f["id"].as_str().unwrap_or_default();
+                let r = self
+                    .s
+                    .call(
+                        Service::Network,
+                        Method::DELETE,
+                        &format!("/floatingips/{id}"),
+                        None,
+                        true,
+                    )
+                    .await?;
+                if !(r.status.is_success() || r.status == StatusCode::NOT_FOUND) {
+                    return Err(api_error("DELETE floatingips", &r));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key_body(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[async_trait]
+impl Provider for OpenStackProvider {
+    fn kind(&self) -> &'static str {
+        "openstack"
+    }
+
+    async fn preflight(&self, owner: &Ownership) -> Result<(), ProviderError> {
+        self.s.project_id().await?;
+        self.resolve().await?;
+        self.ensure_key_pair(owner, false).await
+    }
+
+    async fn create_nodes(&self, req: &CreateRequest) -> Result<Vec<NodeInfo>, ProviderError> {
+        let owner = &req.owner;
+        let r = self.resolve().await?;
+        let existing = self.list(owner).await?;
+        let existing_info: Vec<NodeInfo> = existing
+            .iter()
+            .filter_map(|s| self.to_info(s, Some(&r.network_name)))
+            .collect();
+        let todo: Vec<NodeSpec> = req
+            .nodes
+            .iter()
+            .filter(|s| !existing_info.iter().any(|n| n.name == s.name))
+            .cloned()
+            .collect();
+        if !todo.is_empty() {
+            // Quota where the API tells it: refuse before creating anything.
+            let limits = self
+                .s
+                .ok(Service::Compute, Method::GET, "/limits", None)
+                .await?;
+            let abs = &limits["limits"]["absolute"];
+            if let (Some(max), Some(used)) = (
+                abs["maxTotalInstances"].as_i64(),
+                abs["totalInstancesUsed"].as_i64(),
+            ) {
+                let want = i64::try_from(todo.len()).unwrap_or(i64::MAX);
+                if max >= 0 && used + want > max {
+                    return Err(ProviderError::Config {
+                        field: "provider (quota)".into(),
+                        message: format!("{want} more servers would exceed the project's instance quota ({used} of {max} used)"),
+                    });
+                }
+            }
+            self.ensure_key_pair(owner, true).await?;
+            self.ensure_security_group(owner).await?;
+        }
+        let results: Vec<Result<String, ProviderError>> = stream::iter(todo.clone())
+            .map(|spec| {
+                let r = r.clone();
+                async move { self.create_server(owner, &r, &spec, &req.run_token).await }
+            })
+            .buffer_unordered(self.cfg.parallelism.max(1))
+            .collect()
+            .await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
+        let all = self.list(owner).await?;
+        Ok(all
+            .iter()
+            .filter_map(|s| self.to_info(s, Some(&r.network_name)))
+            .filter(|n| req.nodes.iter().any(|s| s.name == n.name))
+            .collect())
+    }
+
+    async fn wait_running(
+        &self,
+        owner: &Ownership,
+        ids: &[MachineId],
+    ) -> Result<Vec<NodeInfo>, ProviderError> {
+        let r = self.resolve().await?;
+        // node name -> current server id (a server replaced after ERROR gets a new id)
+        let mut current: HashMap<String, String> = HashMap::new();
+        let mut retries: HashMap<String, u32> = HashMap::new();
+        let first = self.list(owner).await?;
+        for s in &first {
+            if let (Some(id), Some(node)) = (s["id"].as_str(), s["metadata"][labels::NODE].as_str())
+            {
+                if ids.iter().any(|i| i.0 == id) {
+                    current.insert(node.to_string(), id.to_string());
+                }
+            }
+        }
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let servers = self.list(owner).await?;
+            let mut done = Vec::new();
+            let mut pending = 0;
+            for (node, id) in current.clone() {
+                let Some(s) = servers.iter().find(|s| s["id"] == id.as_str()) else {
+                    return Err(ProviderError::Api {
+                        operation: "wait for ACTIVE".into(),
+                        message: format!("{node}: server {id} disappeared"),
+                        source: None,
+                    });
+                };
+                let Some(info) = self.to_info(s, Some(&r.network_name)) else {
+                    continue;
+                };
+                match &info.state {
+                    NodeState::Running => {
+                        if let Some(fip) = &r.fip_network_id {
+                            if info.public_ip.is_none() && self.cfg.address != AddressMode::Fixed {
+                                self.ensure_floating_ip(owner, fip, &id, &node).await?;
+                                pending += 1;
+                                continue;
+                            }
+                            if self.cfg.address == AddressMode::Fixed {
+                                self.ensure_floating_ip(owner, fip, &id, &node).await?;
+                            }
+                        }
+                        done.push(info);
+                    }
+                    NodeState::Error(fault) => {
+                        let n = retries.entry(node.clone()).or_insert(0);
+                        if *n >= self.cfg.error_retries {
+                            return Err(ProviderError::Api {
+                                operation: "create server".into(),
+                                message: format!(
+                                    "{node} went to ERROR {} times; last fault: {fault}",
+                                    *n + 1
+                                ),
+                                source: None,
+                            });
+                        }
+                        *n += 1;
+                        warn!(node = %node, %fault, attempt = *n, "server went to ERROR; replacing it");
+                        self.delete_server_and_wait(owner, std::slice::from_ref(&id))
+                            .await?;
+                        let spec = NodeSpec {
+                            name: node.clone(),
+                            group: info.group.clone(),
+                            role: info.role,
+                        };
+                        let new_id = self
+                            .create_server(owner, &r, &spec, &info.run_token)
+                            .await?;
+                        current.insert(node, new_id);
+                        pending += 1;
+                    }
+                    _ => pending += 1,
+                }
+            }
+            if pending == 0 {
+                return Ok(done);
+            }
+            if start.elapsed() > WAIT_TIMEOUT {
+                return Err(ProviderError::Api {
+                    operation: "wait for ACTIVE".into(),
+                    message: format!(
+                        "{pending} servers not ACTIVE after {}s",
+                        WAIT_TIMEOUT.as_secs()
+                    ),
+                    source: None,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn describe(&self, owner: &Ownership) -> Result<Vec<NodeInfo>, ProviderError> {
+        let net = self
+            .resolved
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.network_name.clone());
+        let net = match net {
+            Some(n) => Some(n),
+            None => self.resolve().await.ok().map(|r| r.network_name),
+        };
+        Ok(self
+            .list(owner)
+            .await?
+            .iter()
+            .filter_map(|s| self.to_info(s, net.as_deref()))
+            .collect())
+    }
+
+    async fn delete_nodes(
+        &self,
+        owner: &Ownership,
+        ids: &[MachineId],
+    ) -> Result<(), ProviderError> {
+        let servers = self.list(owner).await?;
+        let nodes: Vec<String> = servers
+            .iter()
+            .filter(|s| ids.iter().any(|i| s["id"] == i.0.as_str()))
+            .filter_map(|s| s["metadata"][labels::NODE].as_str().map(String::from))
+            .collect();
+        let ids: Vec<String> = ids.iter().map(|i| i.0.clone()).collect();
+        self.delete_server_and_wait(owner, &ids).await?;
+        // Nova deletes the ports it made, not the floating IPs.
+        for n in nodes {
+            self.delete_floating_ips(owner, Some(&n)).await?;
+        }
+        Ok(())
+    }
+
+    async fn teardown(&self, owner: &Ownership) -> Result<(), ProviderError> {
+        if !self.list(owner).await?.is_empty() {
+            return Err(ProviderError::Api {
+                operation: "teardown".into(),
+                message: "servers of the deployment still exist".into(),
+                source: None,
+            });
+        }
+        self.delete_floating_ips(owner, None).await?;
+        let name = self.sg_name(owner);
+        let v = self
+            .s
+            .ok(
+                Service::Network,
+                Method::GET,
+                &format!("/security-groups?name={}", enc(&name)),
+                None,
+            )
+            .await?;
+        for sg in v["security_groups"].as_array().into_iter().flatten() {
+            // Only the group this deployment made (it says so in its description).
+            if sg["description"] != format!("flotilla deployment {}", owner.deployment).as_str() {
+                continue;
+            }
+            let id = sg["id"].as_str().unwrap_or_default();
+            let start = Instant::now();
+            loop {
+                let r = self
+                    .s
+                    .call(
+                        Service::Network,
+                        Method::DELETE,
+                        &format!("/security-groups/{id}"),
+                        None,
+                        false,
+                    )
+                    .await?;
+                if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
+                    break;
+                }
+                // In use by ports that nova is still removing.
+                if r.status == StatusCode::CONFLICT && start.elapsed() < Duration::from_secs(120) {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                return Err(api_error("DELETE security-groups", &r));
+            }
+        }
+        // The key pair goes only when flotilla named it and it holds our key.
+        if self.cfg.key_name.is_none() {
+            let kn = self.key_name(owner);
+            let r = self
+                .s
+                .call(
+                    Service::Compute,
+                    Method::GET,
+                    &format!("/os-keypairs/{}", enc(&kn)),
+                    None,
+                    false,
+                )
+                .await?;
+            if r.status.is_success()
+                && r.body["keypair"]["public_key"].as_str().map(key_body)
+                    == Some(key_body(&self.public_key))
+            {
+                let d = self
+                    .s
+                    .call(
+                        Service::Compute,
+                        Method::DELETE,
+                        &format!("/os-keypairs/{}", enc(&kn)),
+                        None,
+                        false,
+                    )
+                    .await?;
+                if !(d.status.is_success() || d.status == StatusCode::NOT_FOUND) {
+                    return Err(api_error("DELETE os-keypairs", &d));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_lists_close_names() {
+        let e = not_found(
+            "provider.flavor",
+            "flavor",
+            "m1.smal",
+            &["m1.tiny".into(), "m1.small".into(), "x.large".into()],
+        );
+        let s = e.to_string();
+        assert!(s.contains("did you mean `m1.small`"), "{s}");
+        assert!(e.is_user_error());
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(enc("flotilla:demo"), "flotilla%3Ademo");
+        assert_eq!(enc("a b/c"), "a%20b%2Fc");
+    }
+}
