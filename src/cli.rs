@@ -79,6 +79,32 @@ pub enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Resize groups: GROUP=N... (scale-out creates, installs and joins; scale-in drains, removes, deletes).
+    Scale {
+        deployment: String,
+        /// New group sizes, e.g. workers=5.
+        #[arg(required = true, value_name = "GROUP=N")]
+        counts: Vec<String>,
+        /// Do not ask before deleting machines.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Find unhealthy nodes and replace them (guards: startup timeout, grace, max_unhealthy, quorum).
+    Heal {
+        deployment: String,
+        /// Print the decisions and why; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep healing every --interval until SIGTERM/SIGINT (the current step finishes first).
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+        interval: std::time::Duration,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Delete the deployment's machines and everything else it created.
     Down {
         deployment: String,

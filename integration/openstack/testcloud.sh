@@ -542,5 +542,7 @@ case "${1:-}" in
   down) down ;;
   env) env_vars ;;
   fail-next-spawns) echo "${2:-1}" >"$RUN/fail-spawns" ;;
-  *) echo "usage: $0 up|reset|down|env|fail-next-spawns N" >&2; exit 2 ;;
+  # fault SERVICE on|off: the API (keystone, glance, placement, nova-api, neutron) answers 503
+  fault) if [ "${3:-}" = on ]; then touch "$RUN/fault-$2-503"; else rm -f "$RUN/fault-$2-503"; fi ;;
+  *) echo "usage: $0 up|reset|down|env|fail-next-spawns N|fault SERVICE on|off" >&2; exit 2 ;;
 esac

@@ -50,13 +50,32 @@ fn testcloud(args: &[&str]) {
     );
 }
 
-/// The demo project's credentials, the way users give them: a clouds.yaml entry.
-fn flotilla(home: &Home, args: &[&str], password: &str) -> Output {
-    let clouds = home.write(
+/// The demo project's credentials, the way users give them: a clouds.yaml entry (plus one naming a
+/// project that does not exist).
+fn write_clouds(home: &Home, password: &str) -> std::path::PathBuf {
+    let entry = |name: &str, project: &str| {
+        format!("  {name}:\n    auth:\n      auth_url: http://127.0.0.1:15000\n      username: demo\n      password: {password}\n      project_name: {project}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n")
+    };
+    home.write(
         "clouds.yaml",
-        &format!("clouds:\n  testcloud:\n    auth:\n      auth_url: http://127.0.0.1:15000\n      username: demo\n      password: {password}\n      project_name: demo\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n"),
-    );
+        &format!(
+            "clouds:\n{}{}",
+            entry("testcloud", "demo"),
+            entry("badproject", "nosuchproject")
+        ),
+    )
+}
+
+fn flotilla(home: &Home, args: &[&str], password: &str) -> Output {
+    flotilla_env(home, args, password, &[])
+}
+
+fn flotilla_env(home: &Home, args: &[&str], password: &str, env: &[(&str, &str)]) -> Output {
+    let clouds = write_clouds(home, password);
     let mut c = home.cmd();
+    for (k, v) in env {
+        c.env(k, v);
+    }
     c.env("HOME", home.path())
         .env("OS_CLIENT_CONFIG_FILE", &clouds)
         .env("OS_CLOUD", "testcloud");
@@ -215,6 +234,12 @@ fn openstack_bad_settings_fail_before_anything_is_created() {
             "wrong",
             "Keystone refused the credentials",
         ),
+        (
+            "unknown project",
+            sets("os-bad", &["cloud=badproject"]),
+            "secret",
+            "Keystone refused the credentials",
+        ),
     ];
     for (what, s, password, expect) in cases {
         let home = Home::new();
@@ -234,4 +259,101 @@ fn openstack_bad_settings_fail_before_anything_is_created() {
         );
         assert_eq!(inventory("os-bad"), empty(), "{what}: nothing created");
     }
+}
+
+#[test]
+fn openstack_run_killed_after_create_is_adopted_by_tag() {
+    require_docker();
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let bp = blueprint();
+    let s = sets("os-crash", &["workers=1"]);
+    let crashed = flotilla_env(
+        &home,
+        &up_args(&bp, &s, &[]),
+        "secret",
+        &[("FLOTILLA_FAULT_AT", "after-create")],
+    );
+    assert_eq!(crashed.status.code(), None, "killed by the fault hook");
+    assert_eq!(
+        inventory("os-crash")["servers"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let rerun = flotilla(&home, &up_args(&bp, &s, &["-o", "json"]), "secret");
+    assert_eq!(rerun.status.code(), Some(0), "rerun: {}", stderr(&rerun));
+    let r = json(&rerun);
+    assert_eq!(
+        r["machines"]["create"].as_array().map(Vec::len),
+        Some(0),
+        "adopted, not created again: {r}"
+    );
+    assert_eq!(
+        inventory("os-crash")["servers"].as_array().map(Vec::len),
+        Some(2),
+        "still 2 servers"
+    );
+    let down = flotilla(&home, &["down", "os-crash", "--yes"], "secret");
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    assert_eq!(inventory("os-crash"), empty());
+}
+
+#[test]
+fn openstack_transient_503_is_retried() {
+    require_docker();
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let bp = blueprint();
+    let s = sets("os-503", &["workers=0"]);
+    // nova-api answers 503 for the first seconds of the run, then recovers.
+    testcloud(&["fault", "nova-api", "on"]);
+    let healer = std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        testcloud(&["fault", "nova-api", "off"]);
+    });
+    let up = flotilla(&home, &up_args(&bp, &s, &[]), "secret");
+    healer.join().expect("healer thread");
+    assert_eq!(
+        up.status.code(),
+        Some(0),
+        "up after transient 503s: {}",
+        stderr(&up)
+    );
+    assert!(stderr(&up).contains("503"), "the retries are logged");
+    let down = flotilla(&home, &["down", "os-503", "--yes"], "secret");
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    assert_eq!(inventory("os-503"), empty());
+}
+
+/// Ten server creates in parallel through the provider itself (no SSH needed): all ACTIVE, no
+/// failure, then all deleted.
+#[test]
+fn openstack_ten_parallel_creates() {
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let clouds = write_clouds(&home, "secret");
+    std::env::set_var("OS_CLIENT_CONFIG_FILE", &clouds);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use flotilla_provider_core::{CreateRequest, NodeSpec, Ownership, Provider, Role};
+        let cfg: flotilla_provider_openstack::OpenStackConfig = serde_json::from_value(serde_json::json!({
+            "cloud": "testcloud", "image": "debian-12", "flavor": "m1.tiny", "network": "private", "parallelism": 10,
+        }))
+        .expect("config");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGqL2Fq3i0Ft8Yb8VY3tPzL7yQ1L1mJ5w9i7D0bYHqOz parallel";
+        let p = flotilla_provider_openstack::OpenStackProvider::new(cfg, "none", key.into()).expect("provider");
+        let owner = Ownership::new("os-par");
+        p.preflight(&owner).await.expect("preflight");
+        let nodes: Vec<NodeSpec> = (1..=10).map(|i| NodeSpec { name: format!("w-{i}"), group: "w".into(), role: Role::Worker }).collect();
+        let req = CreateRequest { owner: owner.clone(), run_token: "rpar".into(), nodes, ssh_public_key: key.into() };
+        let created = p.create_nodes(&req).await.expect("10 creates");
+        assert_eq!(created.len(), 10);
+        let ids: Vec<_> = created.iter().map(|c| c.id.clone()).collect();
+        let running = p.wait_running(&owner, &ids).await.expect("all ACTIVE");
+        assert_eq!(running.len(), 10);
+        assert!(running.iter().all(|n| n.private_ip.is_some()), "every server has a fixed IP");
+        p.delete_nodes(&owner, &ids).await.expect("delete");
+        p.teardown(&owner).await.expect("teardown");
+    });
+    std::env::remove_var("OS_CLIENT_CONFIG_FILE");
+    assert_eq!(inventory("os-par"), empty());
 }

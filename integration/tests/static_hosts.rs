@@ -18,6 +18,11 @@ printf '%s\n' "${SSH_ORIGINAL_COMMAND:-<shell>}" >> /var/log/flotilla-test-comma
 if [ -n "${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"; else exec /bin/sh -l; fi
 "#;
 
+/// Shared with other tests that need flotilla's node image on the engine.
+pub fn ensure_node_image_pub() -> String {
+    ensure_node_image()
+}
+
 fn ensure_node_image() -> String {
     // The docker provider's own preflight builds the image (once per cache) exactly as `up` would.
     let rt = tokio::runtime::Runtime::new().expect("runtime");

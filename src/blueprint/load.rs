@@ -907,6 +907,9 @@ fn check_health(ctx: &mut Ctx, raw: RawHealth) -> Option<HealthConfig> {
     if let Some(d) = raw.node_startup_timeout {
         h.node_startup_timeout = d;
     }
+    if let Some(d) = raw.unhealthy_grace {
+        h.unhealthy_grace = d;
+    }
     if let Some(d) = raw.check_interval {
         h.check_interval = d;
     }

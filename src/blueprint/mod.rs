@@ -7,7 +7,7 @@
 mod inputs;
 mod load;
 pub mod model;
-mod problem;
+pub mod problem;
 mod yaml_index;
 
 pub use load::{load, load_str, outputs_context, render_template};

@@ -160,6 +160,9 @@ pub struct RawHealth {
     pub max_unhealthy: Option<CountValue>,
     #[serde(default, deserialize_with = "de_duration")]
     pub node_startup_timeout: Option<Duration>,
+    /// How long a node must stay unhealthy before `heal` replaces it.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub unhealthy_grace: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     pub check_interval: Option<Duration>,
 }
@@ -237,6 +240,7 @@ pub struct HealthConfig {
     pub max_unhealthy: MaxUnhealthy,
     pub node_startup_timeout: Duration,
     pub check_interval: Duration,
+    pub unhealthy_grace: Duration,
 }
 
 impl Default for HealthConfig {
@@ -244,6 +248,7 @@ impl Default for HealthConfig {
         Self {
             max_unhealthy: MaxUnhealthy::Percent(40),
             node_startup_timeout: Duration::from_secs(600),
+            unhealthy_grace: Duration::from_secs(30),
             check_interval: Duration::from_secs(30),
         }
     }

@@ -68,6 +68,9 @@ fn render(p: &[Problem]) -> String {
         .join("\n")
 }
 
+/// "did you mean" for a misspelt name (also used for group names on the command line).
+pub use suggest as suggest_public;
+
 /// "did you mean" for a misspelt name.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates

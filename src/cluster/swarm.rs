@@ -426,6 +426,23 @@ impl Orchestrator for Swarm {
                     Some(Duration::from_secs(60)),
                 )
                 .await;
+            // Wait (bounded) until the node's tasks have moved elsewhere.
+            let wait = format!(
+                "for i in $(seq 1 120); do [ -z \"$(docker node ps {id} --filter desired-state=running -q 2>/dev/null)\" ] && exit 0; sleep 1; done; exit 1"
+            );
+            if self
+                .pool
+                .run_ok(
+                    &m.target,
+                    "wait for tasks to move",
+                    &wait,
+                    Some(Duration::from_secs(150)),
+                )
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %node.name, "tasks did not move off the drained node within 120 s; removing it anyway");
+            }
             if node.role == Role::Manager {
                 let _ = self
                     .pool

@@ -1,9 +1,11 @@
 //! One function per verb: parse-level concerns and output formatting; the work is in `engine`.
 
 mod down;
+mod heal;
 mod list;
 mod outputs;
 mod plan;
+mod scale;
 mod ssh;
 mod status;
 mod up;
@@ -30,6 +32,42 @@ pub async fn run(cli: Cli) -> Result<i32> {
             node,
             command,
         } => ssh::run(&home, &deployment, &node, &command),
+        Command::Scale {
+            deployment,
+            counts,
+            yes,
+            lock,
+        } => {
+            scale::run(
+                &home,
+                &deployment,
+                &counts,
+                yes,
+                json,
+                cli.quiet,
+                lock.wait_lock,
+            )
+            .await
+        }
+        Command::Heal {
+            deployment,
+            dry_run,
+            watch,
+            interval,
+            lock,
+        } => {
+            heal::run(
+                &home,
+                &deployment,
+                dry_run,
+                watch,
+                interval,
+                json,
+                cli.quiet,
+                lock.wait_lock,
+            )
+            .await
+        }
         Command::Down {
             deployment,
             yes,

@@ -54,6 +54,8 @@ pub async fn run(args: &BlueprintArgs, home: &Home, json: bool, quiet: bool) -> 
             wait_lock: None,
             dry_run: true,
             allow_delete: false,
+            command: "plan",
+            overrides: None,
         },
     )
     .await?;

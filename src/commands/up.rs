@@ -24,6 +24,8 @@ pub async fn run(
             wait_lock,
             dry_run: false,
             allow_delete: yes,
+            command: "up",
+            overrides: None,
         },
     )
     .await?;

@@ -2,6 +2,7 @@
 //! the SSH pool and an orchestrator.
 
 pub mod down;
+pub mod heal;
 pub mod nodes;
 pub mod plan;
 pub mod status;
@@ -86,6 +87,17 @@ pub fn recorded_blueprint(state: &State) -> Result<Blueprint> {
             state.deployment
         ))
     })
+}
+
+/// The recorded blueprint with the group sizes `flotilla scale` set.
+pub fn effective_blueprint(state: &State) -> Result<Blueprint> {
+    let mut bp = recorded_blueprint(state)?;
+    for g in &mut bp.groups {
+        if let Some(n) = state.count_overrides.get(&g.name) {
+            g.count = *n;
+        }
+    }
+    Ok(bp)
 }
 
 /// Journal helper that turns write failures into errors that stop the run.

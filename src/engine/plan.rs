@@ -119,6 +119,7 @@ pub fn plan_machines(
                     docker_version: None,
                     cluster_id: None,
                     created_at: now.to_string(),
+                    unhealthy_since: None,
                 },
             );
             plan.adopt.push(m.name.clone());
@@ -268,6 +269,7 @@ mod tests {
             docker_version: None,
             cluster_id: None,
             created_at: "t".into(),
+            unhealthy_since: None,
         }
     }
 

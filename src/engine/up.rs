@@ -29,6 +29,22 @@ pub struct UpOptions {
     pub dry_run: bool,
     /// Deleting machines (scale-in, orphans, replacements) is allowed without asking (`--yes`).
     pub allow_delete: bool,
+    /// The verb recorded in the journal and the run history (`up`, `scale`, `heal`).
+    pub command: &'static str,
+    /// Group sizes set by `scale` (kept in the state); `None` means the blueprint's own counts.
+    pub overrides: Option<std::collections::BTreeMap<String, u32>>,
+}
+
+impl UpOptions {
+    pub fn new(command: &'static str) -> Self {
+        Self {
+            wait_lock: None,
+            dry_run: false,
+            allow_delete: false,
+            command,
+            overrides: None,
+        }
+    }
 }
 
 /// Asks on a terminal before deleting machines; refuses without one unless `--yes` was given.
@@ -83,6 +99,7 @@ struct Run<'a> {
     state: State,
     pool: Arc<SshPool>,
     public_key: String,
+    command: &'static str,
 }
 
 impl Run<'_> {
@@ -193,6 +210,7 @@ async fn prepare<'a>(
         state,
         pool,
         public_key,
+        command: "up",
     })
 }
 
@@ -203,7 +221,6 @@ pub async fn up(
     progress: &Progress,
     opts: &UpOptions,
 ) -> Result<UpReport> {
-    let started = Instant::now();
     let _lock = if opts.dry_run {
         None
     } else {
@@ -211,21 +228,36 @@ pub async fn up(
         Some(DeploymentLock::acquire(
             &dir,
             &bp.name,
-            "up",
+            opts.command,
             opts.wait_lock,
         )?)
     };
+    up_locked(bp, home, progress, opts).await
+}
+
+/// The body of `up` for callers that already hold the deployment lock (`heal`).
+pub async fn up_locked(
+    bp: &Blueprint,
+    home: &Home,
+    progress: &Progress,
+    opts: &UpOptions,
+) -> Result<UpReport> {
+    let started = Instant::now();
     let mut run = prepare(bp, home, progress, !opts.dry_run).await?;
-    let result = converge(&mut run, opts.dry_run, opts.allow_delete).await;
+    run.command = opts.command;
+    let result = converge(
+        &mut run,
+        opts.dry_run,
+        opts.allow_delete,
+        opts.overrides.clone(),
+    )
+    .await;
     run.pool.close_all().await;
-    if let Some(dir) = (!opts.dry_run).then(|| home.deployment_dir(&bp.name)) {
-        let _ = dir; // lock released on drop
-    }
     let mut report = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = run.j(
-                "up",
+                run.command,
                 "",
                 Phase::RunEnd,
                 json!({"outcome": "failed", "error": e.to_string()}),
@@ -245,7 +277,7 @@ pub async fn up(
     if !opts.dry_run {
         record_run(&mut run, outcome);
         run.save()?;
-        run.j("up", "", Phase::RunEnd, json!({"outcome": outcome}))?;
+        run.j(run.command, "", Phase::RunEnd, json!({"outcome": outcome}))?;
     }
     progress.finish();
     if !report.failed.is_empty() && !opts.dry_run {
@@ -273,7 +305,7 @@ fn record_run(run: &mut Run, outcome: &str) {
     } else {
         run.state.runs.push(RunRecord {
             token: run.run.clone(),
-            command: "up".into(),
+            command: run.command.into(),
             started_at: now.clone(),
             finished_at: Some(now),
             outcome: Some(outcome.into()),
@@ -283,14 +315,19 @@ fn record_run(run: &mut Run, outcome: &str) {
     run.state.runs.drain(..excess);
 }
 
-async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Result<UpReport> {
+async fn converge(
+    run: &mut Run<'_>,
+    dry_run: bool,
+    allow_delete: bool,
+    overrides: Option<std::collections::BTreeMap<String, u32>>,
+) -> Result<UpReport> {
     let bp = run.bp;
     let mut report = UpReport {
         deployment: bp.name.clone(),
         ..Default::default()
     };
     run.j(
-        "up",
+        run.command,
         "",
         Phase::RunStart,
         json!({"blueprint": bp.source.display().to_string(), "pid": std::process::id()}),
@@ -298,7 +335,7 @@ async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Resul
     if !dry_run {
         run.state.runs.push(RunRecord {
             token: run.run.clone(),
-            command: "up".into(),
+            command: run.command.into(),
             started_at: now_rfc3339(),
             finished_at: None,
             outcome: None,
@@ -312,6 +349,18 @@ async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Resul
         run.state.blueprint_rendered = bp.rendered.clone();
         run.state.inputs = bp.inputs.clone();
         run.state.cluster.kind = bp.cluster.as_str().to_string();
+        match overrides {
+            Some(o) => run.state.count_overrides = o,
+            None => {
+                if !run.state.count_overrides.is_empty() {
+                    report.notes.push(format!(
+                        "group sizes set by `flotilla scale` ({}) were replaced by the blueprint's counts",
+                        run.state.count_overrides.iter().map(|(g, n)| format!("{g}={n}")).collect::<Vec<_>>().join(", ")
+                    ));
+                    run.state.count_overrides.clear();
+                }
+            }
+        }
         run.save()?;
     }
 
@@ -438,6 +487,7 @@ async fn converge(run: &mut Run<'_>, dry_run: bool, allow_delete: bool) -> Resul
                     docker_version: None,
                     cluster_id: None,
                     created_at: now_rfc3339(),
+                    unhealthy_since: None,
                 },
             );
         }

@@ -54,6 +54,9 @@ pub struct NodeRecord {
     /// Swarm node ID once joined.
     pub cluster_id: Option<String>,
     pub created_at: String,
+    /// When `heal` first saw the node unhealthy (cleared when it is healthy again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<String>,
 }
 
 impl NodeRecord {
@@ -97,6 +100,9 @@ pub struct State {
     /// Next index per group, so a replaced or removed node's name is never reused.
     pub next_index: BTreeMap<String, u32>,
     pub outputs: BTreeMap<String, String>,
+    /// Group sizes set by `flotilla scale` (a later `up BLUEPRINT` goes back to the blueprint's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub count_overrides: BTreeMap<String, u32>,
     pub runs: Vec<RunRecord>,
     pub created_at: String,
     pub updated_at: String,
@@ -120,6 +126,7 @@ impl State {
             nodes: BTreeMap::new(),
             next_index: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            count_overrides: BTreeMap::new(),
             runs: Vec::new(),
             created_at: now.to_string(),
             updated_at: now.to_string(),

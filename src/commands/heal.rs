@@ -1,0 +1,95 @@
+use crate::engine::heal::{heal, Decision, HealOptions, HealReport};
+use crate::error::{exit, Result};
+use crate::progress::Progress;
+use crate::state::Home;
+use std::time::Duration;
+
+fn print(r: &HealReport) {
+    let bad: Vec<_> = r
+        .verdicts
+        .iter()
+        .filter(|v| v.decision != Decision::Healthy)
+        .collect();
+    if bad.is_empty() {
+        println!(
+            "Deployment `{}`: all {} nodes healthy.",
+            r.deployment,
+            r.verdicts.len()
+        );
+    }
+    for v in &bad {
+        println!(
+            "  {:<16} {:<8} {:?}: {}",
+            v.node,
+            v.role,
+            v.decision,
+            v.reasons.join("; ")
+        );
+    }
+    if let Some(why) = &r.refused {
+        println!("Refused: {why}");
+    } else if r.dry_run && bad.iter().any(|v| v.decision == Decision::Replace) {
+        println!("(dry run: nothing was changed)");
+    }
+    for n in &r.replaced {
+        println!("  replaced {n}");
+    }
+    if let Some(c) = &r.converge {
+        for n in &c.machines.create {
+            println!("  + created {} in group {}", n.name, n.group);
+        }
+    }
+}
+
+fn code(r: &HealReport) -> i32 {
+    if r.refused.is_some() {
+        exit::HEAL_REFUSED
+    } else {
+        exit::OK
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    home: &Home,
+    deployment: &str,
+    dry_run: bool,
+    watch: bool,
+    interval: Duration,
+    json: bool,
+    quiet: bool,
+    wait_lock: Option<Duration>,
+) -> Result<i32> {
+    let progress = Progress::new(quiet);
+    let opts = HealOptions { dry_run, wait_lock };
+    if !watch {
+        let r = heal(home, deployment, &progress, &opts).await?;
+        if json {
+            super::print_json(&r)
+        } else {
+            print(&r)
+        }
+        return Ok(code(&r));
+    }
+    // Watch: one heal per interval; SIGTERM/SIGINT stop the loop between runs, never inside one.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+    loop {
+        match heal(home, deployment, &progress, &opts).await {
+            Ok(r) => {
+                if json {
+                    super::print_json(&r)
+                } else {
+                    print(&r)
+                }
+            }
+            // A busy lock or a failed attempt is reported; the next round tries again.
+            Err(e) => eprintln!("heal: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = term.recv() => { progress.info("SIGTERM: stopping after the finished round"); return Ok(0); }
+            _ = tokio::signal::ctrl_c() => { progress.info("SIGINT: stopping after the finished round"); return Ok(0); }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! `flotilla heal`: observe once (one batched provider describe, parallel SSH probes, the cluster's
+//! own member list), decide like Cluster API's MachineHealthCheck, then replace what is broken by
+//! removing it (stale member, machine, record) and converging like `up`.
+//!
+//! Guards: nodes still booting (`health.node_startup_timeout`) and nodes unhealthy for less than
+//! `health.unhealthy_grace` are left alone; more unhealthy nodes than `health.max_unhealthy`
+//! (a partition looks like that) means nothing is replaced; at most one manager per run, and never
+//! when the swarm has already lost its raft quorum (that needs an operator).
+
+use super::nodes::{default_user, probe, target_of};
+use super::up::{up_locked, UpOptions, UpReport};
+use super::{build_provider, effective_blueprint, journal, recorded_public_key};
+use crate::blueprint::{ClusterKind, MaxUnhealthy};
+use crate::cluster::{swarm::Swarm, ClusterNode, Member, Orchestrator};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::state::{DeploymentLock, Home, Journal, NodePhase, Phase};
+use crate::util::now_rfc3339;
+use flotilla_provider_core::{NodeState, Ownership, Role};
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Healthy,
+    /// Still booting within node_startup_timeout.
+    Starting,
+    /// Unhealthy, but not for longer than unhealthy_grace yet.
+    Waiting,
+    Replace,
+    /// Unhealthy, but a guard keeps it (one manager per run, quorum).
+    Held,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub node: String,
+    pub role: String,
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealReport {
+    pub deployment: String,
+    pub dry_run: bool,
+    pub verdicts: Vec<Verdict>,
+    /// Why nothing was replaced, when a guard stopped the run.
+    pub refused: Option<String>,
+    pub replaced: Vec<String>,
+    pub converge: Option<UpReport>,
+}
+
+pub struct HealOptions {
+    pub dry_run: bool,
+    pub wait_lock: Option<Duration>,
+}
+
+fn age_of(ts: &str) -> Option<Duration> {
+    let t: jiff::Timestamp = ts.parse().ok()?;
+    let d = jiff::Timestamp::now().duration_since(t);
+    d.try_into().ok()
+}
+
+fn limit(max: MaxUnhealthy, total: usize) -> usize {
+    match max {
+        MaxUnhealthy::Count(n) => n as usize,
+        MaxUnhealthy::Percent(p) => (total * p as usize) / 100,
+    }
+}
+
+pub async fn heal(
+    home: &Home,
+    name: &str,
+    progress: &Progress,
+    opts: &HealOptions,
+) -> Result<HealReport> {
+    let dir = home.deployment_dir(name);
+    if !dir.join("state.json").exists() {
+        return Err(crate::state::StoreError::NotFound(name.to_string()).into());
+    }
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(DeploymentLock::acquire(&dir, name, "heal", opts.wait_lock)?)
+    };
+    let mut state = home.load_existing(name)?;
+    let bp = effective_blueprint(&state)?;
+    let provider = build_provider(&bp, &recorded_public_key(&state)).await?;
+    let owner = Ownership::new(name);
+
+    // Observe once.
+    let observed = provider.describe(&owner).await?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::Other(e.to_string()))?;
+    let (pool, targets) = super::nodes::pool_for_recorded(
+        &bp,
+        &state,
+        &dir,
+        Duration::from_secs(5),
+        Some(scratch.path()),
+    )?;
+    let probes: BTreeMap<String, std::result::Result<crate::docker::Probe, String>> =
+        stream::iter(targets.clone())
+            .map(|t| {
+                let pool = pool.clone();
+                async move {
+                    (
+                        t.node.clone(),
+                        probe(&pool, &t, Duration::from_secs(5))
+                            .await
+                            .map_err(|e| e.to_string()),
+                    )
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+    let user = default_user(&bp);
+    let live_managers: Vec<ClusterNode> = state
+        .nodes
+        .values()
+        .filter(|r| {
+            r.role == Role::Manager
+                && probes
+                    .get(&r.name)
+                    .is_some_and(|p| p.as_ref().is_ok_and(|p| p.swarm.control))
+        })
+        .filter_map(|r| {
+            Some(ClusterNode::bare(
+                &r.name,
+                r.role,
+                target_of(r, &user, bp.ssh.port)?,
+            ))
+        })
+        .collect();
+    let swarm = Swarm::new(pool.clone(), bp.swarm.clone());
+    let members: Option<Vec<Member>> =
+        if bp.cluster == ClusterKind::Swarm && !live_managers.is_empty() {
+            swarm.members(&live_managers).await.ok()
+        } else {
+            None
+        };
+
+    // Decide.
+    let now = now_rfc3339();
+    let mut verdicts = Vec::new();
+    for r in state.nodes.values_mut() {
+        let mut reasons = Vec::new();
+        match observed
+            .iter()
+            .find(|m| Some(&m.id) == r.machine_id.as_ref())
+        {
+            None => reasons.push("machine is gone".to_string()),
+            Some(m) if m.state != NodeState::Running => {
+                reasons.push(format!("machine is {}", m.state.as_str()))
+            }
+            _ => {}
+        }
+        match probes.get(&r.name) {
+            Some(Ok(p)) if p.docker_server.is_none() => {
+                reasons.push("Docker does not answer".into())
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => reasons.push(format!("SSH: {e}")),
+            None => reasons.push("no address".into()),
+        }
+        if bp.cluster == ClusterKind::Swarm {
+            match (&members, &r.cluster_id) {
+                (Some(ms), Some(id)) => match ms.iter().find(|m| &m.id == id) {
+                    Some(m) if m.status == "ready" => {}
+                    Some(m) => reasons.push(format!("swarm reports it {}", m.status)),
+                    None => reasons.push("not a swarm member".into()),
+                },
+                (Some(_), None) => reasons.push("never joined the swarm".into()),
+                (None, _) => {}
+            }
+        }
+        let decision = if reasons.is_empty() {
+            r.unhealthy_since = None;
+            Decision::Healthy
+        } else if r.phase < NodePhase::Ready
+            && age_of(&r.created_at).is_some_and(|a| a < bp.health.node_startup_timeout)
+        {
+            Decision::Starting
+        } else {
+            let since = r.unhealthy_since.get_or_insert_with(|| now.clone()).clone();
+            if age_of(&since).is_some_and(|a| a >= bp.health.unhealthy_grace) {
+                Decision::Replace
+            } else {
+                Decision::Waiting
+            }
+        };
+        verdicts.push(Verdict {
+            node: r.name.clone(),
+            role: r.role.as_str().into(),
+            decision,
+            reasons,
+        });
+    }
+
+    let total = state.nodes.len();
+    let unhealthy = verdicts
+        .iter()
+        .filter(|v| matches!(v.decision, Decision::Replace | Decision::Waiting))
+        .count();
+    let allowed = limit(bp.health.max_unhealthy, total);
+    let mut refused = None;
+    if unhealthy > allowed {
+        refused = Some(format!(
+            "{unhealthy} of {total} nodes are unhealthy, more than health.max_unhealthy allows ({allowed}); \
+             that looks like a partition or an outage, so nothing is replaced"
+        ));
+    }
+    // Quorum: a swarm whose raft majority is gone cannot remove or add managers.
+    let managers = verdicts.iter().filter(|v| v.role == "manager").count();
+    let dead_managers = verdicts
+        .iter()
+        .filter(|v| {
+            v.role == "manager"
+                && v.decision != Decision::Healthy
+                && v.decision != Decision::Starting
+        })
+        .count();
+    if refused.is_none()
+        && bp.cluster == ClusterKind::Swarm
+        && managers > 0
+        && (managers - dead_managers) < managers / 2 + 1
+    {
+        refused = Some(format!(
+            "{dead_managers} of {managers} swarm managers are down: the raft quorum is lost and no manager can be replaced \
+             automatically; recover by hand (`docker swarm init --force-new-cluster` on a surviving manager)"
+        ));
+    }
+    // One manager per run.
+    let mut manager_taken = false;
+    for v in verdicts
+        .iter_mut()
+        .filter(|v| v.decision == Decision::Replace && v.role == "manager")
+    {
+        if manager_taken {
+            v.decision = Decision::Held;
+            v.reasons.push("one manager is replaced per run".into());
+        }
+        manager_taken = true;
+    }
+    let victims: Vec<String> = if refused.is_some() {
+        vec![]
+    } else {
+        verdicts
+            .iter()
+            .filter(|v| v.decision == Decision::Replace)
+            .map(|v| v.node.clone())
+            .collect()
+    };
+    let mut report = HealReport {
+        deployment: name.into(),
+        dry_run: opts.dry_run,
+        verdicts,
+        refused,
+        replaced: vec![],
+        converge: None,
+    };
+    for v in &report.verdicts {
+        if v.decision != Decision::Healthy {
+            progress.info(&format!(
+                "{}: {:?} ({})",
+                v.node,
+                v.decision,
+                v.reasons.join("; ")
+            ));
+        }
+    }
+    if opts.dry_run {
+        pool.close_all().await;
+        return Ok(report);
+    }
+    home.save(&state)?;
+    if report.refused.is_some() || victims.is_empty() {
+        pool.close_all().await;
+        return Ok(report);
+    }
+
+    // Remove each victim: stale member (through a live manager), machine, record.
+    let j =
+        Journal::open(&dir, &crate::util::new_run_token()).map_err(|source| Error::Journal {
+            path: dir.join("journal.jsonl").display().to_string(),
+            source,
+        })?;
+    journal(&j, "heal", "", Phase::RunStart, json!({"victims": victims}))?;
+    for name in &victims {
+        let Some(rec) = state.nodes.get(name).cloned() else {
+            continue;
+        };
+        journal(
+            &j,
+            "replace-node",
+            name,
+            Phase::Intent,
+            json!({"machine": rec.machine_id, "member": rec.cluster_id}),
+        )?;
+        progress.node(name, "removing the broken node");
+        if bp.cluster == ClusterKind::Swarm {
+            if let (Some(id), Some(via)) = (
+                &rec.cluster_id,
+                live_managers.iter().find(|m| &m.name != name),
+            ) {
+                let cmd = format!("docker node demote {id} >/dev/null 2>&1; docker node rm --force {id} >/dev/null 2>&1 || ! docker node inspect {id} >/dev/null 2>&1");
+                pool.run_ok(
+                    &via.target,
+                    "remove stale swarm member",
+                    &cmd,
+                    Some(Duration::from_secs(60)),
+                )
+                .await?;
+            }
+        }
+        if let Some(id) = &rec.machine_id {
+            provider
+                .delete_nodes(&owner, std::slice::from_ref(id))
+                .await?;
+        }
+        state.nodes.remove(name);
+        home.save(&state)?;
+        journal(&j, "replace-node", name, Phase::Done, json!(null))?;
+        progress.node_done(name, true, "removed; a replacement follows");
+        report.replaced.push(name.clone());
+    }
+    journal(
+        &j,
+        "heal",
+        "",
+        Phase::RunEnd,
+        json!({"replaced": report.replaced}),
+    )?;
+    pool.close_all().await;
+
+    // Replacements: the same convergence as `up`, under the lock we hold.
+    let mut up_opts = UpOptions::new("heal");
+    up_opts.allow_delete = true;
+    up_opts.overrides = Some(state.count_overrides.clone());
+    report.converge = Some(up_locked(&bp, home, progress, &up_opts).await?);
+    Ok(report)
+}
