@@ -7,20 +7,17 @@
 //! (a partition looks like that) means nothing is replaced; at most one manager per run, and never
 //! when the swarm has already lost its raft quorum (that needs an operator).
 
-use super::nodes::{default_user, probe, target_of};
 use super::up::{up_locked, UpOptions, UpReport};
 use super::{build_provider, effective_blueprint, journal, recorded_public_key};
 use crate::blueprint::{ClusterKind, MaxUnhealthy};
-use crate::cluster::{swarm::Swarm, ClusterNode, Member, Orchestrator};
+use crate::cluster::{swarm::Swarm, Member, Orchestrator};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::state::{DeploymentLock, Home, Journal, NodePhase, Phase};
 use crate::util::now_rfc3339;
-use flotilla_provider_core::{NodeState, Ownership, Role};
-use futures::stream::{self, StreamExt};
+use flotilla_provider_core::{NodeState, Ownership};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -103,42 +100,8 @@ pub async fn heal(
         Duration::from_secs(5),
         Some(scratch.path()),
     )?;
-    let probes: BTreeMap<String, std::result::Result<crate::docker::Probe, String>> =
-        stream::iter(targets.clone())
-            .map(|t| {
-                let pool = pool.clone();
-                async move {
-                    (
-                        t.node.clone(),
-                        probe(&pool, &t, Duration::from_secs(5))
-                            .await
-                            .map_err(|e| e.to_string()),
-                    )
-                }
-            })
-            .buffer_unordered(32)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect();
-    let user = default_user(&bp);
-    let live_managers: Vec<ClusterNode> = state
-        .nodes
-        .values()
-        .filter(|r| {
-            r.role == Role::Manager
-                && probes
-                    .get(&r.name)
-                    .is_some_and(|p| p.as_ref().is_ok_and(|p| p.swarm.control))
-        })
-        .filter_map(|r| {
-            Some(ClusterNode::bare(
-                &r.name,
-                r.role,
-                target_of(r, &user, bp.ssh.port)?,
-            ))
-        })
-        .collect();
+    let probes = super::nodes::probe_all(&pool, &targets, Duration::from_secs(5)).await;
+    let live_managers = super::nodes::live_managers(&state, &bp, &probes);
     let swarm = Swarm::new(pool.clone(), bp.swarm.clone());
     let members: Option<Vec<Member>> =
         if bp.cluster == ClusterKind::Swarm && !live_managers.is_empty() {

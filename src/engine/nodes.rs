@@ -157,3 +157,53 @@ pub fn pool_for_recorded(
     pool.write_known_hosts(&targets)?;
     Ok((pool, targets))
 }
+
+/// Probes every target in parallel (each bounded by `window`), keyed by node name.
+pub async fn probe_all(
+    pool: &std::sync::Arc<SshPool>,
+    targets: &[Target],
+    window: Duration,
+) -> std::collections::BTreeMap<String, Result<Probe, String>> {
+    use futures::stream::{self, StreamExt};
+    stream::iter(targets.to_vec())
+        .map(|t| {
+            let pool = pool.clone();
+            async move {
+                (
+                    t.node.clone(),
+                    probe(&pool, &t, window).await.map_err(|e| e.to_string()),
+                )
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Managers whose probe says they can answer for the swarm (ControlAvailable).
+pub fn live_managers(
+    state: &State,
+    bp: &Blueprint,
+    probes: &std::collections::BTreeMap<String, Result<Probe, String>>,
+) -> Vec<crate::cluster::ClusterNode> {
+    let user = default_user(bp);
+    state
+        .nodes
+        .values()
+        .filter(|r| r.role == flotilla_provider_core::Role::Manager)
+        .filter(|r| {
+            probes
+                .get(&r.name)
+                .is_some_and(|p| p.as_ref().is_ok_and(|p| p.swarm.control))
+        })
+        .filter_map(|r| {
+            Some(crate::cluster::ClusterNode::bare(
+                &r.name,
+                r.role,
+                target_of(r, &user, bp.ssh.port)?,
+            ))
+        })
+        .collect()
+}

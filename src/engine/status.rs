@@ -1,14 +1,12 @@
 //! `flotilla status`: the provider's view, SSH reachability, the Docker daemon and the cluster's
 //! own view of every node, side by side.
 
-use super::nodes::{default_user, probe, target_of};
 use super::{build_provider, recorded_blueprint};
 use crate::blueprint::ClusterKind;
-use crate::cluster::{swarm::Swarm, ClusterNode, Member, Orchestrator};
+use crate::cluster::{swarm::Swarm, Member, Orchestrator};
 use crate::error::Result;
 use crate::state::{Home, State};
-use flotilla_provider_core::{Ownership, Role};
-use futures::stream::{self, StreamExt};
+use flotilla_provider_core::Ownership;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -95,44 +93,9 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
         Duration::from_secs(3),
         Some(scratch.path()),
     )?;
-    let user = default_user(&bp);
 
-    let probes: BTreeMap<String, std::result::Result<crate::docker::Probe, String>> =
-        stream::iter(targets.clone())
-            .map(|t| {
-                let pool = pool.clone();
-                async move {
-                    (
-                        t.node.clone(),
-                        probe(&pool, &t, Duration::from_secs(3))
-                            .await
-                            .map_err(|e| e.to_string()),
-                    )
-                }
-            })
-            .buffer_unordered(32)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect();
-
-    let managers: Vec<ClusterNode> = state
-        .nodes
-        .values()
-        .filter(|r| r.role == Role::Manager)
-        .filter(|r| {
-            probes
-                .get(&r.name)
-                .is_some_and(|p| p.as_ref().is_ok_and(|p| p.swarm.control))
-        })
-        .filter_map(|r| {
-            Some(ClusterNode::bare(
-                &r.name,
-                r.role,
-                target_of(r, &user, bp.ssh.port)?,
-            ))
-        })
-        .collect();
+    let probes = super::nodes::probe_all(&pool, &targets, Duration::from_secs(3)).await;
+    let managers = super::nodes::live_managers(&state, &bp, &probes);
     let members: Option<Vec<Member>> = if bp.cluster == ClusterKind::Swarm && !managers.is_empty() {
         Swarm::new(pool.clone(), bp.swarm.clone())
             .members(&managers)

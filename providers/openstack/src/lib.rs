@@ -299,18 +299,22 @@ impl OpenStackProvider {
         }
     }
 
-    async fn ensure_key_pair(&self, owner: &Ownership, create: bool) -> Result<(), ProviderError> {
-        let name = self.key_name(owner);
-        let r = self
-            .s
+    /// The key pair of that name, if it exists.
+    async fn get_key_pair(&self, name: &str) -> Result<session::Reply, ProviderError> {
+        self.s
             .call(
                 Service::Compute,
                 Method::GET,
-                &format!("/os-keypairs/{}", enc(&name)),
+                &format!("/os-keypairs/{}", enc(name)),
                 None,
                 false,
             )
-            .await?;
+            .await
+    }
+
+    async fn ensure_key_pair(&self, owner: &Ownership, create: bool) -> Result<(), ProviderError> {
+        let name = self.key_name(owner);
+        let r = self.get_key_pair(&name).await?;
         if r.status.is_success() {
             let theirs = r.body["keypair"]["public_key"]
                 .as_str()
@@ -984,16 +988,7 @@ impl Provider for OpenStackProvider {
         // The key pair goes only when flotilla named it and it holds our key.
         if self.cfg.key_name.is_none() {
             let kn = self.key_name(owner);
-            let r = self
-                .s
-                .call(
-                    Service::Compute,
-                    Method::GET,
-                    &format!("/os-keypairs/{}", enc(&kn)),
-                    None,
-                    false,
-                )
-                .await?;
+            let r = self.get_key_pair(&kn).await?;
             if r.status.is_success()
                 && r.body["keypair"]["public_key"].as_str().map(key_body)
                     == Some(key_body(&self.public_key))
