@@ -35,9 +35,11 @@ elif ! docker version >/dev/null 2>&1; then
   docker version >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/flotilla-dockerd.log" >&2; exit 1; }
 fi
 
-echo "building flotilla (release)"
-cargo build --release --locked --quiet
-FLOTILLA=$PWD/target/release/flotilla
+# A debug build: flotilla spends its time waiting on SSH and the Docker engine, and a cold debug
+# build of the AWS SDK is minutes shorter than a release one on a small machine.
+echo "building flotilla"
+cargo build --locked --quiet
+FLOTILLA=$PWD/target/debug/flotilla
 "$FLOTILLA" up blueprints/local-swarm.yaml --yes "$@"
 
 cat <<MSG
