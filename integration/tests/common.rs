@@ -141,3 +141,42 @@ pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
 }
+
+/// Removes everything labelled for a deployment on the test bed's engine, now and again on drop,
+/// so a test that failed earlier (its state gone with its temp home) cannot leave machines that a
+/// later run would adopt with the wrong key.
+pub struct Scrub(pub &'static str);
+
+impl Scrub {
+    pub fn new(deployment: &'static str) -> Self {
+        scrub(deployment);
+        Self(deployment)
+    }
+}
+
+impl Drop for Scrub {
+    fn drop(&mut self) {
+        scrub(self.0);
+    }
+}
+
+fn scrub(deployment: &str) {
+    let filter = format!("label=io.flotilla.deployment={deployment}");
+    let ids = |args: &[&str]| -> Vec<String> {
+        let o = docker(args);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(String::from)
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    for c in ids(&["ps", "-aq", "--filter", &filter]) {
+        let _ = docker(&["rm", "-f", "-v", &c]);
+    }
+    for v in ids(&["volume", "ls", "-q", "--filter", &filter]) {
+        let _ = docker(&["volume", "rm", "-f", &v]);
+    }
+    for n in ids(&["network", "ls", "-q", "--filter", &filter]) {
+        let _ = docker(&["network", "rm", &n]);
+    }
+}

@@ -9,6 +9,7 @@ const DEPLOYMENT: &str = "it-crash";
 #[test]
 fn killed_after_create_then_rerun_adopts_and_converges() {
     require_docker();
+    let _scrub = crate::common::Scrub::new(DEPLOYMENT);
     let home = Home::new();
     let bp = home.write(
         "crash.yaml",

@@ -79,6 +79,7 @@ fn http_get(ip: &str, port: u16) -> Result<String, String> {
 #[test]
 fn swarm_up_service_rerun_and_down() {
     require_docker();
+    let _scrub = crate::common::Scrub::new(DEPLOYMENT);
     let home = Home::new();
     let bp = blueprint();
     let sets = [

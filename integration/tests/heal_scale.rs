@@ -93,6 +93,7 @@ fn heal_replaces_a_dead_worker_and_refuses_a_storm() {
     require_docker();
     let home = Home::new();
     let name = "it-heal";
+    let _scrub = crate::common::Scrub::new("it-heal");
     let bp = blueprint(&home, name, "10.198.20.0/24", 2, "  max_unhealthy: 1\n");
     let up = home.run(&["up", &bp]);
     assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
@@ -173,6 +174,7 @@ fn twenty_concurrent_heals_one_acts() {
     require_docker();
     let home = Home::new();
     let name = "it-heal20";
+    let _scrub = crate::common::Scrub::new("it-heal20");
     let bp = blueprint(&home, name, "10.198.21.0/24", 2, "");
     let up = home.run(&["up", &bp]);
     assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
@@ -223,6 +225,7 @@ fn scale_out_and_in_keeps_membership_in_step() {
     require_docker();
     let home = Home::new();
     let name = "it-scale";
+    let _scrub = crate::common::Scrub::new("it-scale");
     let bp = blueprint(&home, name, "10.198.22.0/24", 2, "");
     let up = home.run(&["up", &bp]);
     assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
@@ -256,7 +259,7 @@ fn scale_out_and_in_keeps_membership_in_step() {
     removed.sort();
     assert_eq!(
         removed,
-        vec!["workers-3", "workers-4", "workers-5"],
+        vec!["workers-2", "workers-3", "workers-4", "workers-5"],
         "newest first"
     );
     assert_eq!(
