@@ -30,6 +30,21 @@ fn baked_image() -> &'static str {
     BAKED
 }
 
+/// Shared with the fault matrix.
+pub fn blueprint_pub(
+    home: &Home,
+    name: &str,
+    subnet: &str,
+    workers: u32,
+    extra_health: &str,
+) -> String {
+    blueprint(home, name, subnet, workers, extra_health)
+}
+
+pub fn wait_down_pub(home: &Home, deployment: &str, expected_down: usize) {
+    wait_down(home, deployment, expected_down)
+}
+
 fn blueprint(home: &Home, name: &str, subnet: &str, workers: u32, extra_health: &str) -> String {
     let p = home.write(
         &format!("{name}.yaml"),
@@ -274,6 +289,85 @@ fn scale_out_and_in_keeps_membership_in_step() {
     let again = home.run(&["up", &bp, "--yes", "-o", "json"]);
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(json(&again)["nodes"].as_array().map(Vec::len), Some(3));
+    let down = home.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0));
+}
+
+#[test]
+fn heal_replaces_a_dead_manager_keeping_quorum() {
+    require_docker();
+    let home = Home::new();
+    let name = "it-heal3m";
+    let _scrub = crate::common::Scrub::new("it-heal3m");
+    let bp = blueprint(&home, name, "10.198.23.0/24", 1, "");
+    let text = std::fs::read_to_string(&bp).unwrap_or_default().replacen(
+        "    count: 1\n  workers:",
+        "    count: 3\n  workers:",
+        1,
+    );
+    let bp = home
+        .write(&format!("{name}-3m.yaml"), &text)
+        .to_str()
+        .expect("utf8")
+        .to_string();
+    let up = home.run(&["up", &bp]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    assert_eq!(swarm_members(&home, name), (4, 4));
+    docker_ok(&["stop", "-t", "0", &container(name, "managers-2")]);
+    wait_down(&home, name, 1);
+    let heal = home.run(&["heal", name, "-o", "json"]);
+    assert_eq!(heal.status.code(), Some(0), "heal: {}", stderr(&heal));
+    assert_eq!(json(&heal)["replaced"], serde_json::json!(["managers-2"]));
+    // The swarm answers (quorum), has 3 reachable managers again and no stale member.
+    let out = home.run(&[
+        "ssh",
+        name,
+        "managers-1",
+        "--",
+        "docker",
+        "node",
+        "ls",
+        "--format",
+        "'{{.ManagerStatus}}'",
+    ]);
+    assert!(out.status.success(), "quorum kept: {}", stderr(&out));
+    let statuses = stdout(&out);
+    let managers = statuses
+        .lines()
+        .filter(|l| matches!(l.trim(), "Leader" | "Reachable"))
+        .count();
+    assert_eq!(managers, 3, "three reachable managers: {statuses}");
+    assert_eq!(swarm_members(&home, name), (4, 4));
+    let down = home.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0));
+}
+
+#[test]
+fn a_rebooted_node_gets_docker_started_and_rejoins() {
+    require_docker();
+    let home = Home::new();
+    let name = "it-reboot";
+    let _scrub = crate::common::Scrub::new("it-reboot");
+    let bp = blueprint(&home, name, "10.198.24.0/24", 1, "");
+    let up = home.run(&["up", &bp]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    // A reboot: the machine comes back with sshd only; nothing starts dockerd.
+    docker_ok(&["restart", "-t", "0", &container(name, "workers-1")]);
+    let again = home.run(&["up", &bp, "-o", "json"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "up after the reboot: {}",
+        stderr(&again)
+    );
+    let r = json(&again);
+    assert_eq!(r["docker_started"], serde_json::json!(["workers-1"]), "{r}");
+    assert_eq!(
+        r["cluster"]["joined"].as_array().map(Vec::len),
+        Some(0),
+        "it is still a member: no second join"
+    );
+    assert_eq!(swarm_members(&home, name), (2, 2));
     let down = home.run(&["down", name, "--yes"]);
     assert_eq!(down.status.code(), Some(0));
 }

@@ -5,6 +5,7 @@ mod common;
 mod crash_recovery;
 mod docker_swarm;
 mod ec2;
+mod fault_matrix;
 mod heal_scale;
 mod openstack;
 mod static_hosts;

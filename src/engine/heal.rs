@@ -20,6 +20,19 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_recorded_just_now_has_age_zero_not_none() {
+        let now = crate::util::now_rfc3339();
+        assert!(age_of(&now).is_some_and(|a| a < Duration::from_secs(2)));
+        assert_eq!(limit(MaxUnhealthy::Percent(40), 3), 1);
+        assert_eq!(limit(MaxUnhealthy::Count(2), 10), 2);
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
@@ -60,7 +73,8 @@ pub struct HealOptions {
 fn age_of(ts: &str) -> Option<Duration> {
     let t: jiff::Timestamp = ts.parse().ok()?;
     let d = jiff::Timestamp::now().duration_since(t);
-    d.try_into().ok()
+    // Recorded times are rounded to the second, so "just now" can lie a fraction in the future.
+    Some(Duration::try_from(d).unwrap_or(Duration::ZERO))
 }
 
 fn limit(max: MaxUnhealthy, total: usize) -> usize {
@@ -283,11 +297,13 @@ pub async fn heal(
                 .await?;
             }
         }
+        super::fault_point("heal-after-member-rm");
         if let Some(id) = &rec.machine_id {
             provider
                 .delete_nodes(&owner, std::slice::from_ref(id))
                 .await?;
         }
+        super::fault_point("heal-after-delete");
         state.nodes.remove(name);
         home.save(&state)?;
         journal(&j, "replace-node", name, Phase::Done, json!(null))?;

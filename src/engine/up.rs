@@ -667,8 +667,15 @@ async fn converge(
                         rec.docker_version = Some(version.clone());
                         rec.phase = rec.phase.clone().max(NodePhase::DockerReady);
                     }
-                    if let Some((_, p)) = probed.get_mut(&name) {
+                    if let Some((t, p)) = probed.get_mut(&name) {
                         p.docker_server = Some(version);
+                        // A restarted node's daemon brings its swarm membership back from disk:
+                        // look again, so the cluster step sees it as a member, not a stranger.
+                        if was_installed {
+                            if let Ok(again) = probe(&run.pool, t, Duration::from_secs(30)).await {
+                                *p = again;
+                            }
+                        }
                     }
                     if was_installed {
                         report.docker_started.push(name)
@@ -893,11 +900,13 @@ async fn scale_in(run: &mut Run<'_>, remove: &[String], cluster: &[ClusterNode])
                     .await?;
             }
         }
+        fault_point("scale-in-after-leave");
         if let Some(id) = &rec.machine_id {
             run.provider
                 .delete_nodes(&run.owner, std::slice::from_ref(id))
                 .await?;
         }
+        fault_point("scale-in-after-delete");
         run.state.nodes.remove(name);
         run.save()?;
         run.j("remove-node", name, Phase::Done, json!(null))?;

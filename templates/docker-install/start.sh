@@ -21,6 +21,15 @@ else
   # No init system (containers, minimal images): start dockerd detached from this SSH session.
   # The init scripts are not used: they raise ulimits, which fails without CAP_SYS_RESOURCE.
   if ! docker version >/dev/null 2>&1; then
+    # After a reboot the pid files survive on disk; if their pid now belongs to another process,
+    # dockerd refuses to start ("pid file found"). Remove the ones that are not a live daemon.
+    for pf in /var/run/docker.pid /run/docker/containerd/containerd.pid; do
+      [ -f "$pf" ] || continue
+      case "$(cat "/proc/$(cat "$pf" 2>/dev/null)/comm" 2>/dev/null)" in
+        dockerd|containerd) ;;
+        *) rm -f "$pf" ;;
+      esac
+    done
     setsid sh -c 'exec dockerd >>/var/log/dockerd.log 2>&1' </dev/null >/dev/null 2>&1 &
   fi
 fi
