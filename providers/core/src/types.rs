@@ -24,6 +24,14 @@ impl Ownership {
             deployment: deployment.into(),
         }
     }
+
+    /// Name of a deployment-wide cloud resource (key pair, security group, network): the one the
+    /// blueprint gives, else `flotilla-<deployment>`.
+    pub fn resource_name(&self, configured: Option<&str>) -> String {
+        configured
+            .map(String::from)
+            .unwrap_or_else(|| format!("flotilla-{}", self.deployment))
+    }
 }
 
 /// Cluster role of a node, as the blueprint's group declares it.

@@ -122,10 +122,7 @@ impl DockerProvider {
     }
 
     fn network_name(&self, owner: &Ownership) -> String {
-        self.config
-            .network
-            .clone()
-            .unwrap_or_else(|| format!("flotilla-{}", owner.deployment))
+        owner.resource_name(self.config.network.as_deref())
     }
 
     fn owner_filter(owner: &Ownership) -> HashMap<String, Vec<String>> {

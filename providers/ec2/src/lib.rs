@@ -93,17 +93,11 @@ impl Ec2Provider {
     }
 
     fn key_name(&self, owner: &Ownership) -> String {
-        self.cfg
-            .key_name
-            .clone()
-            .unwrap_or_else(|| format!("flotilla-{}", owner.deployment))
+        owner.resource_name(self.cfg.key_name.as_deref())
     }
 
     fn sg_name(&self, owner: &Ownership) -> String {
-        self.cfg
-            .security_group
-            .clone()
-            .unwrap_or_else(|| format!("flotilla-{}", owner.deployment))
+        owner.resource_name(self.cfg.security_group.as_deref())
     }
 
     async fn resolve(&self) -> Result<Resolved, ProviderError> {
