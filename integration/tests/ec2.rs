@@ -115,6 +115,8 @@ fn down_and_check(home: &Home, name: &str) {
 #[test]
 fn ec2_swarm_up_status_rerun_down() {
     require_docker();
+    // The data plane starts hosts from flotilla's node image: build it first if no test has.
+    crate::static_hosts::ensure_node_image_pub();
     let _one = EC2.lock().unwrap_or_else(|p| p.into_inner());
     let cloud = seed();
     let home = Home::new();
@@ -165,6 +167,8 @@ fn ec2_swarm_up_status_rerun_down() {
 #[test]
 fn ec2_throttling_is_absorbed_by_the_shared_backoff() {
     require_docker();
+    // The data plane starts hosts from flotilla's node image: build it first if no test has.
+    crate::static_hosts::ensure_node_image_pub();
     let _one = EC2.lock().unwrap_or_else(|p| p.into_inner());
     let cloud = seed();
     let home = Home::new();
@@ -197,6 +201,8 @@ fn ec2_throttling_is_absorbed_by_the_shared_backoff() {
 #[test]
 fn ec2_run_killed_after_run_instances_is_adopted() {
     require_docker();
+    // The data plane starts hosts from flotilla's node image: build it first if no test has.
+    crate::static_hosts::ensure_node_image_pub();
     let _one = EC2.lock().unwrap_or_else(|p| p.into_inner());
     let cloud = seed();
     let home = Home::new();

@@ -124,6 +124,8 @@ fn blueprint() -> String {
 #[test]
 fn openstack_swarm_up_rerun_down_with_floating_ips() {
     require_docker();
+    // The data plane starts hosts from flotilla's node image: build it first if no test has.
+    crate::static_hosts::ensure_node_image_pub();
     let _one = exclusive_cloud();
     let home = Home::new();
     let bp = blueprint();
@@ -177,6 +179,8 @@ fn openstack_swarm_up_rerun_down_with_floating_ips() {
 #[test]
 fn openstack_server_in_error_is_replaced() {
     require_docker();
+    // The data plane starts hosts from flotilla's node image: build it first if no test has.
+    crate::static_hosts::ensure_node_image_pub();
     let _one = exclusive_cloud();
     let home = Home::new();
     let bp = blueprint();
@@ -264,6 +268,8 @@ fn openstack_bad_settings_fail_before_anything_is_created() {
 #[test]
 fn openstack_run_killed_after_create_is_adopted_by_tag() {
     require_docker();
+    // The data plane starts hosts from flotilla's node image: build it first if no test has.
+    crate::static_hosts::ensure_node_image_pub();
     let _one = exclusive_cloud();
     let home = Home::new();
     let bp = blueprint();
@@ -300,6 +306,8 @@ fn openstack_run_killed_after_create_is_adopted_by_tag() {
 #[test]
 fn openstack_transient_503_is_retried() {
     require_docker();
+    // The data plane starts hosts from flotilla's node image: build it first if no test has.
+    crate::static_hosts::ensure_node_image_pub();
     let _one = exclusive_cloud();
     let home = Home::new();
     let bp = blueprint();
