@@ -371,3 +371,52 @@ fn a_rebooted_node_gets_docker_started_and_rejoins() {
     let down = home.run(&["down", name, "--yes"]);
     assert_eq!(down.status.code(), Some(0));
 }
+
+#[test]
+fn heal_watch_heals_and_stops_cleanly_on_sigterm() {
+    require_docker();
+    let home = Home::new();
+    let name = "it-watch";
+    let _scrub = crate::common::Scrub::new("it-watch");
+    let bp = blueprint(&home, name, "10.198.25.0/24", 1, "");
+    let up = home.run(&["up", &bp]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    let watch = home
+        .cmd()
+        .args(["heal", name, "--watch", "--interval", "1s", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn heal --watch");
+    docker_ok(&["stop", "-t", "0", &container(name, "workers-1")]);
+    // Bounded: the watcher must notice and replace the worker within 60 s.
+    let mut healed = false;
+    for _ in 0..120 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if !docker(&["inspect", &container(name, "workers-1")])
+            .status
+            .success()
+            && swarm_members(&home, name) == (2, 2)
+        {
+            healed = true;
+            break;
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(watch.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let out = watch.wait_with_output().expect("wait");
+    assert!(
+        healed,
+        "the watcher replaced the dead worker: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "SIGTERM ends the watch cleanly: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("SIGTERM"), "{}", stderr(&out));
+    let down = home.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0));
+}

@@ -29,6 +29,9 @@ mod tests {
         let now = crate::util::now_rfc3339();
         assert!(age_of(&now).is_some_and(|a| a < Duration::from_secs(2)));
         assert_eq!(limit(MaxUnhealthy::Percent(40), 3), 1);
+        assert_eq!(limit(MaxUnhealthy::Percent(40), 2), 1, "at least one node");
+        assert_eq!(limit(MaxUnhealthy::Percent(40), 10), 4);
+        assert_eq!(limit(MaxUnhealthy::Percent(0), 10), 0);
         assert_eq!(limit(MaxUnhealthy::Count(2), 10), 2);
     }
 }
@@ -80,7 +83,10 @@ fn age_of(ts: &str) -> Option<Duration> {
 fn limit(max: MaxUnhealthy, total: usize) -> usize {
     match max {
         MaxUnhealthy::Count(n) => n as usize,
-        MaxUnhealthy::Percent(p) => (total * p as usize) / 100,
+        // Rounded down like Cluster API, but never below one node for a non-zero percentage:
+        // 40 % of a 2-node deployment would otherwise forbid every repair.
+        MaxUnhealthy::Percent(0) => 0,
+        MaxUnhealthy::Percent(p) => ((total * p as usize) / 100).max(1),
     }
 }
 
