@@ -140,6 +140,11 @@ def cmd_seed(a):
     print(json.dumps({"vpc": vpc, "subnet": sub, "ami": ami}))
 
 
+def cmd_terminate(a):
+    """Out-of-band termination (an instance dying under the deployment)."""
+    ec2(a.moto).terminate_instances(InstanceIds=[a.instance])
+
+
 def cmd_inventory(a):
     c = ec2(a.moto)
     f = [{"Name": f"tag:{TAG}", "Values": [a.deployment]}]
@@ -217,6 +222,7 @@ def main():
     s.add_argument("--interval", type=float, default=0.5)
     s = sub.add_parser("seed"); s.add_argument("--moto", default="http://127.0.0.1:5055")
     s = sub.add_parser("inventory"); s.add_argument("--moto", default="http://127.0.0.1:5055"); s.add_argument("deployment")
+    s = sub.add_parser("terminate"); s.add_argument("--moto", default="http://127.0.0.1:5055"); s.add_argument("instance")
     for name in ("counts", "reset-counts", "throttle"):
         s = sub.add_parser(name); s.add_argument("--proxy", default="http://127.0.0.1:5056")
         if name == "throttle":
@@ -226,6 +232,7 @@ def main():
     elif a.cmd == "dataplane": cmd_dataplane(a)
     elif a.cmd == "seed": cmd_seed(a)
     elif a.cmd == "inventory": cmd_inventory(a)
+    elif a.cmd == "terminate": cmd_terminate(a)
     elif a.cmd == "counts": control(a, "/_flotilla/counts")
     elif a.cmd == "reset-counts": control(a, "/_flotilla/reset")
     elif a.cmd == "throttle": control(a, f"/_flotilla/throttle?action={a.action}&count={a.count}")

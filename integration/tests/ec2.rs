@@ -294,3 +294,59 @@ fn ec2_bad_settings_fail_before_anything_is_created() {
     }
     assert_eq!(count(&counts(), "RunInstances"), 0);
 }
+
+#[test]
+fn ec2_heal_replaces_a_terminated_instance() {
+    require_docker();
+    crate::static_hosts::ensure_node_image_pub();
+    let _one = EC2.lock().unwrap_or_else(|p| p.into_inner());
+    let cloud = seed();
+    let home = Home::new();
+    // The shipped blueprint plus an immediate grace, so one heal run acts.
+    let text = std::fs::read_to_string(blueprint()).expect("blueprint")
+        + "\nhealth:\n  unhealthy_grace: 0s\n";
+    let bp = home.write("ec2-heal.yaml", &text);
+    let bp = bp.to_str().expect("utf8").to_string();
+    let s = sets("ec2-heal", &cloud, &["workers=1"]);
+    let up = flotilla(&home, &up_args(&bp, &s), &[]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    let st = json(&flotilla(&home, &["status", "ec2-heal", "-o", "json"], &[]));
+    let victim = st["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "workers-1")
+        .cloned()
+        .expect("workers-1");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("deployments/ec2-heal/state.json")).expect("state"),
+    )
+    .expect("json");
+    let instance = state["nodes"]["workers-1"]["machine_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    assert_eq!(victim["machine"], "running");
+    // The instance dies out of band (the data plane removes its host).
+    tool(&["terminate", &instance]);
+    tool(&["reset-counts"]);
+    let heal = flotilla(&home, &["heal", "ec2-heal", "-o", "json"], &[]);
+    assert_eq!(heal.status.code(), Some(0), "heal: {}", stderr(&heal));
+    assert_eq!(json(&heal)["replaced"], serde_json::json!(["workers-1"]));
+    assert_eq!(
+        count(&counts(), "RunInstances"),
+        1,
+        "one replacement launched"
+    );
+    let st = json(&flotilla(&home, &["status", "ec2-heal", "-o", "json"], &[]));
+    assert_eq!(st["healthy"], true, "{st}");
+    assert!(
+        st["stray_members"].as_array().is_some_and(Vec::is_empty),
+        "no stale swarm member: {st}"
+    );
+    assert_eq!(
+        inventory("ec2-heal")["instances"].as_array().map(Vec::len),
+        Some(2)
+    );
+    down_and_check(&home, "ec2-heal");
+}
