@@ -55,6 +55,15 @@ fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
+/// The tags that mark a deployment-wide resource (key pair, security group) as this deployment's.
+fn owner_tags(resource: ResourceType, owner: &Ownership) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .tags(tag(labels::DEPLOYMENT, &owner.deployment))
+        .tags(tag(labels::MANAGED, "true"))
+        .build()
+}
+
 fn filter(name: &str, values: &[&str]) -> Filter {
     let mut f = Filter::builder().name(name);
     for v in values {
@@ -328,13 +337,7 @@ impl Ec2Provider {
                     c.import_key_pair()
                         .key_name(&name)
                         .public_key_material(material.clone())
-                        .tag_specifications(
-                            TagSpecification::builder()
-                                .resource_type(ResourceType::KeyPair)
-                                .tags(tag(labels::DEPLOYMENT, &owner.deployment))
-                                .tags(tag(labels::MANAGED, "true"))
-                                .build(),
-                        )
+                        .tag_specifications(owner_tags(ResourceType::KeyPair, owner))
                         .send()
                 })
                 .await?;
@@ -373,13 +376,7 @@ impl Ec2Provider {
                             .group_name(&name)
                             .description(format!("flotilla deployment {}", owner.deployment))
                             .vpc_id(vpc)
-                            .tag_specifications(
-                                TagSpecification::builder()
-                                    .resource_type(ResourceType::SecurityGroup)
-                                    .tags(tag(labels::DEPLOYMENT, &owner.deployment))
-                                    .tags(tag(labels::MANAGED, "true"))
-                                    .build(),
-                            )
+                            .tag_specifications(owner_tags(ResourceType::SecurityGroup, owner))
                             .send()
                     })
                     .await?;
