@@ -180,3 +180,78 @@ fn scrub(deployment: &str) {
         let _ = docker(&["network", "rm", &n]);
     }
 }
+
+/// A `docker save` archive of `flotilla-test/tiny:1` (busybox only), made once per test run with
+/// the test bed's engine: what `docker.preload_images` carries to nodes that have no registry.
+pub fn tiny_image_archive() -> &'static Path {
+    static ONCE: OnceLock<PathBuf> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("flotilla-it-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("image dir");
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static on the test host (.ci/run installs it)");
+        let fs_tar = dir.join("rootfs.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&fs_tar).expect("rootfs.tar"));
+        builder
+            .append_path_with_name(busybox, "bin/busybox")
+            .expect("tar busybox");
+        builder.finish().expect("tar");
+        drop(builder);
+        docker_ok(&[
+            "import",
+            fs_tar.to_str().expect("utf8"),
+            "flotilla-test/tiny:1",
+        ]);
+        let archive = dir.join("tiny.tar");
+        docker_ok(&[
+            "save",
+            "-o",
+            archive.to_str().expect("utf8"),
+            "flotilla-test/tiny:1",
+        ]);
+        archive
+    })
+}
+
+/// Tasks of a swarm service that run, as `(node, state)` lines from `docker service ps`.
+pub fn running_tasks(home: &Home, deployment: &str, via: &str, service: &str) -> Vec<String> {
+    let ps = home.run(&[
+        "ssh",
+        deployment,
+        via,
+        "--",
+        "docker",
+        "service",
+        "ps",
+        service,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "'{{.Node}} {{.CurrentState}}'",
+    ]);
+    stdout(&ps)
+        .lines()
+        .filter(|l| l.contains("Running"))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// Waits (bounded, 90 s) until `want` tasks of the service run; returns the nodes they run on.
+pub fn wait_replicas(
+    home: &Home,
+    deployment: &str,
+    via: &str,
+    service: &str,
+    want: usize,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let nodes = running_tasks(home, deployment, via, service);
+        if nodes.len() >= want || std::time::Instant::now() > deadline {
+            return nodes;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

@@ -49,11 +49,52 @@ fn blueprint(home: &Home, name: &str, subnet: &str, workers: u32, extra_health: 
     let p = home.write(
         &format!("{name}.yaml"),
         &format!(
-            "name: {name}\nprovider:\n  kind: docker\n  image: {img}\n  subnet: {subnet}\ncluster:\n  kind: swarm\n  swarm:\n    dispatcher_heartbeat: 1s\n    default_addr_pool: 10.198.192.0/18\ndocker:\n  method: preinstalled\nhealth:\n  unhealthy_grace: 0s\n{extra_health}groups:\n  managers:\n    role: manager\n    count: 1\n  workers:\n    role: worker\n    count: {workers}\n",
-            img = baked_image()
+            "name: {name}\nprovider:\n  kind: docker\n  image: {img}\n  subnet: {subnet}\ncluster:\n  kind: swarm\n  swarm:\n    dispatcher_heartbeat: 1s\n    default_addr_pool: 10.198.192.0/18\ndocker:\n  method: preinstalled\n  preload_images: [{archive}]\nhealth:\n  unhealthy_grace: 0s\n{extra_health}groups:\n  managers:\n    role: manager\n    count: 1\n  workers:\n    role: worker\n    count: {workers}\n",
+            img = baked_image(),
+            archive = crate::common::tiny_image_archive().display()
         ),
     );
     p.to_str().expect("utf8").to_string()
+}
+
+/// A replicated busybox web service from the preloaded image (no registry needed).
+fn create_service(home: &Home, deployment: &str, replicas: usize) {
+    let create = home.run(&[
+        "ssh",
+        deployment,
+        "managers-1",
+        "--",
+        "docker",
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        &replicas.to_string(),
+        "--no-resolve-image",
+        "--endpoint-mode",
+        "dnsrr",
+        "flotilla-test/tiny:1",
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/",
+    ]);
+    assert!(
+        create.status.success(),
+        "service create: {}",
+        stderr(&create)
+    );
+    let nodes = crate::common::wait_replicas(home, deployment, "managers-1", "web", replicas);
+    assert_eq!(
+        nodes.len(),
+        replicas,
+        "all {replicas} replicas run before the test goes on"
+    );
 }
 
 fn container(deployment: &str, node: &str) -> String {
@@ -120,6 +161,7 @@ fn heal_replaces_a_dead_worker_and_refuses_a_storm() {
             .is_some_and(Vec::is_empty),
         "nothing to heal on a healthy swarm"
     );
+    create_service(&home, name, 3);
 
     // A worker dies.
     docker_ok(&["stop", "-t", "0", &container(name, "workers-1")]);
@@ -156,6 +198,18 @@ fn heal_replaces_a_dead_worker_and_refuses_a_storm() {
         swarm_members(&home, name),
         (3, 3),
         "3 Ready members and no stale Down one"
+    );
+    let loaded = &h["converge"]["images_loaded"];
+    assert_eq!(
+        loaded.as_object().map(|m| m.len()),
+        Some(1),
+        "the replacement (only) got the preloaded image: {h}"
+    );
+    let back = crate::common::wait_replicas(&home, name, "managers-1", "web", 3);
+    assert_eq!(
+        back.len(),
+        3,
+        "the service is back to full replicas: {back:?}"
     );
     let st = json(&home.run(&["status", name, "-o", "json"]));
     assert_eq!(st["healthy"], true, "{st}");
@@ -247,6 +301,7 @@ fn scale_out_and_in_keeps_membership_in_step() {
     let out = home.run(&["scale", name, "workers=5", "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "scale out: {}", stderr(&out));
     assert_eq!(swarm_members(&home, name), (6, 6));
+    create_service(&home, name, 6);
     let bad = home.run(&["scale", name, "managers=2"]);
     assert_eq!(
         bad.status.code(),
@@ -281,6 +336,12 @@ fn scale_out_and_in_keeps_membership_in_step() {
         swarm_members(&home, name),
         (2, 2),
         "membership matches the state"
+    );
+    let tasks = crate::common::wait_replicas(&home, name, "managers-1", "web", 6);
+    assert_eq!(tasks.len(), 6, "no replica lost by the scale-in: {tasks:?}");
+    assert!(
+        tasks.iter().all(|n| n == "managers-1" || n == "workers-1"),
+        "they all run on the nodes that remain: {tasks:?}"
     );
     let st = json(&home.run(&["status", name, "-o", "json"]));
     assert_eq!(st["nodes"].as_array().map(Vec::len), Some(2));
@@ -417,6 +478,65 @@ fn heal_watch_heals_and_stops_cleanly_on_sigterm() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("SIGTERM"), "{}", stderr(&out));
+    let down = home.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0));
+}
+
+#[test]
+fn heal_restarts_a_stopped_docker_in_place_instead_of_replacing() {
+    require_docker();
+    let home = Home::new();
+    let name = "it-restart";
+    let _scrub = crate::common::Scrub::new("it-restart");
+    let bp = blueprint(&home, name, "10.198.26.0/24", 1, "");
+    let up = home.run(&["up", &bp]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    let c = container(name, "workers-1");
+    let id_before = docker_ok(&["inspect", "-f", "{{.Id}}", &c]);
+    // The daemon stops (as `systemctl stop docker` or an OOM kill would leave it); the machine
+    // and sshd stay up.
+    docker_ok(&[
+        "exec", &c, "sh", "-c",
+        "pid=$(cat /var/run/docker.pid); kill $pid; i=0; while [ -e /proc/$pid ] && [ $i -lt 150 ]; do i=$((i+1)); sleep 0.2; done; [ ! -e /proc/$pid ]",
+    ]);
+    let heal = home.run(&["heal", name, "-o", "json"]);
+    assert_eq!(heal.status.code(), Some(0), "heal: {}", stderr(&heal));
+    let h = json(&heal);
+    let verdict = h["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .find(|v| v["node"] == "workers-1")
+        .cloned()
+        .expect("workers-1");
+    assert_eq!(verdict["decision"], "restart_docker", "{h}");
+    assert!(h["restarted"]["workers-1"]["docker"].is_string(), "{h}");
+    assert_eq!(
+        h["replaced"],
+        serde_json::json!([]),
+        "nothing replaced: {h}"
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.Id}}", &c]),
+        id_before,
+        "the same machine"
+    );
+    // Its membership comes back from disk: Ready again, no second member.
+    let mut members = (0, 0);
+    for _ in 0..30 {
+        members = swarm_members(&home, name);
+        if members == (2, 2) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(members, (2, 2));
+    let again = json(&home.run(&["heal", name, "-o", "json"]));
+    assert_eq!(
+        again["restarted"],
+        serde_json::json!({}),
+        "healthy now: {again}"
+    );
     let down = home.run(&["down", name, "--yes"]);
     assert_eq!(down.status.code(), Some(0));
 }

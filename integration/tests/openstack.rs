@@ -365,3 +365,68 @@ fn openstack_ten_parallel_creates() {
     std::env::remove_var("OS_CLIENT_CONFIG_FILE");
     assert_eq!(inventory("os-par"), empty());
 }
+
+#[test]
+fn openstack_heal_replaces_a_dead_server() {
+    require_docker();
+    crate::static_hosts::ensure_node_image_pub();
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let text = std::fs::read_to_string(blueprint()).expect("blueprint")
+        + "\nhealth:\n  unhealthy_grace: 0s\n";
+    let bp = home.write("os-heal.yaml", &text);
+    let bp = bp.to_str().expect("utf8").to_string();
+    let s = sets("os-heal", &["workers=1"]);
+    let up = flotilla(&home, &up_args(&bp, &s, &[]), "secret");
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("deployments/os-heal/state.json")).expect("state"),
+    )
+    .expect("json");
+    let server = state["nodes"]["workers-1"]["machine_id"]
+        .as_str()
+        .expect("server id")
+        .to_string();
+    // The host dies while Nova still reports the server ACTIVE: only SSH and the swarm notice.
+    crate::common::docker_ok(&["stop", "-t", "0", &format!("osdp-{server}")]);
+    let dry = json(&flotilla(
+        &home,
+        &["heal", "os-heal", "--dry-run", "-o", "json"],
+        "secret",
+    ));
+    let verdict = dry["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .find(|v| v["node"] == "workers-1")
+        .cloned()
+        .expect("workers-1");
+    assert_eq!(verdict["decision"], "replace", "{dry}");
+    let heal = flotilla(&home, &["heal", "os-heal", "-o", "json"], "secret");
+    assert_eq!(heal.status.code(), Some(0), "heal: {}", stderr(&heal));
+    assert_eq!(json(&heal)["replaced"], serde_json::json!(["workers-1"]));
+    let st = json(&flotilla(
+        &home,
+        &["status", "os-heal", "-o", "json"],
+        "secret",
+    ));
+    assert_eq!(st["healthy"], true, "{st}");
+    assert!(
+        st["stray_members"].as_array().is_some_and(Vec::is_empty),
+        "no stale swarm member: {st}"
+    );
+    let inv = inventory("os-heal");
+    assert_eq!(inv["servers"].as_array().map(Vec::len), Some(2), "{inv}");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("deployments/os-heal/state.json")).expect("state"),
+    )
+    .expect("json");
+    assert_ne!(
+        state["nodes"]["workers-1"]["machine_id"].as_str(),
+        Some(server.as_str()),
+        "a new server"
+    );
+    let down = flotilla(&home, &["down", "os-heal", "--yes"], "secret");
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    assert_eq!(inventory("os-heal"), empty());
+}

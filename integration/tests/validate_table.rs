@@ -265,6 +265,19 @@ fn cases() -> Vec<Case> {
             line: Some(14),
         },
         Case {
+            what: "preload archive missing",
+            text: Some(format!(
+                "{BASE}docker:\n  preload_images:\n    - images/web.tar\n"
+            )),
+            args: &[],
+            expect: &[
+                "docker.preload_images[0]",
+                "images/web.tar",
+                "docker save -o",
+            ],
+            line: Some(15),
+        },
+        Case {
             what: "bad duration",
             text: Some(format!("{BASE}ssh:\n  connect_timeout: fast\n")),
             args: &[],

@@ -537,6 +537,17 @@ fn check(
             let loc = ctx.index.value("docker.packages");
             ctx.push(loc, "docker.packages", "only used with `method: offline`");
         }
+        for (i, p) in d.preload_images.iter().enumerate() {
+            if let Err(e) = crate::docker::preload::read_archive(&resolve_from(path, p)) {
+                let field = format!("docker.preload_images[{i}]");
+                let loc = ctx.index.value(&field);
+                ctx.push(
+                    loc,
+                    field,
+                    format!("{e}; make one with `docker save -o images.tar repo:tag ...`"),
+                );
+            }
+        }
     }
 
     // cluster

@@ -132,6 +132,9 @@ pub struct DockerInstallConfig {
     pub apt_proxy: Option<String>,
     /// Extra keys for /etc/docker/daemon.json.
     pub daemon: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `docker save` archives loaded on every node before it joins (relative to the blueprint).
+    #[serde(default)]
+    pub preload_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -274,7 +277,25 @@ pub struct Blueprint {
     pub rendered: String,
 }
 
+/// `p` with `~` expanded and, when relative, taken from the folder of the blueprint file `source`.
+pub fn resolve_from(source: &std::path::Path, p: &str) -> std::path::PathBuf {
+    let path = crate::util::expand_tilde(p);
+    if path.is_relative() {
+        source
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(path)
+    } else {
+        path
+    }
+}
+
 impl Blueprint {
+    /// A path from the blueprint: `~` expanded, relative ones taken from the blueprint's folder.
+    pub fn resolve_path(&self, p: &str) -> std::path::PathBuf {
+        resolve_from(&self.source, p)
+    }
+
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
     }

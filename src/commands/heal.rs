@@ -1,4 +1,4 @@
-use crate::engine::heal::{heal, Decision, HealOptions, HealReport};
+use crate::engine::heal::{heal, Decision, HealOptions, HealReport, Restart};
 use crate::error::{exit, Result};
 use crate::progress::Progress;
 use crate::state::Home;
@@ -28,8 +28,20 @@ fn print(r: &HealReport) {
     }
     if let Some(why) = &r.refused {
         println!("Refused: {why}");
-    } else if r.dry_run && bad.iter().any(|v| v.decision == Decision::Replace) {
+    } else if r.dry_run
+        && bad
+            .iter()
+            .any(|v| matches!(v.decision, Decision::Replace | Decision::RestartDocker))
+    {
         println!("(dry run: nothing was changed)");
+    }
+    for (n, outcome) in &r.restarted {
+        match outcome {
+            Restart::Docker(v) => println!("  restarted Docker on {n}: {v} answers"),
+            Restart::Failed(e) => {
+                println!("  restarting Docker on {n} failed ({e}); the next heal replaces it")
+            }
+        }
     }
     for n in &r.replaced {
         println!("  replaced {n}");

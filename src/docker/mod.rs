@@ -1,6 +1,7 @@
 //! Installing and starting Docker on a node over SSH, from the templates in `templates/docker-install/`.
 
 pub mod install;
+pub mod preload;
 mod probe;
 
 pub use install::{install_script, offline_bundle, Family, InstallError};

@@ -18,6 +18,7 @@ use crate::util::now_rfc3339;
 use flotilla_provider_core::{NodeState, Ownership};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[cfg(test)]
@@ -45,6 +46,9 @@ pub enum Decision {
     /// Unhealthy, but not for longer than unhealthy_grace yet.
     Waiting,
     Replace,
+    /// The machine runs and answers SSH but its Docker daemon does not: restart Docker in place
+    /// (its swarm membership comes back from disk) before anything is replaced.
+    RestartDocker,
     /// Unhealthy, but a guard keeps it (one manager per run, quorum).
     Held,
 }
@@ -65,7 +69,17 @@ pub struct HealReport {
     /// Why nothing was replaced, when a guard stopped the run.
     pub refused: Option<String>,
     pub replaced: Vec<String>,
+    /// Nodes whose Docker daemon was restarted in place, and whether it answers again.
+    pub restarted: BTreeMap<String, Restart>,
     pub converge: Option<UpReport>,
+}
+
+/// What a Docker restart in place gave: the server version that answers now, or the failure.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Restart {
+    Docker(String),
+    Failed(String),
 }
 
 pub struct HealOptions {
@@ -135,10 +149,12 @@ pub async fn heal(
     let mut verdicts = Vec::new();
     for r in state.nodes.values_mut() {
         let mut reasons = Vec::new();
-        match observed
+        let machine = observed
             .iter()
-            .find(|m| Some(&m.id) == r.machine_id.as_ref())
-        {
+            .find(|m| Some(&m.id) == r.machine_id.as_ref());
+        let only_docker_down = machine.is_some_and(|m| m.state == NodeState::Running)
+            && matches!(probes.get(&r.name), Some(Ok(p)) if p.docker_server.is_none());
+        match machine {
             None => reasons.push("machine is gone".to_string()),
             Some(m) if m.state != NodeState::Running => {
                 reasons.push(format!("machine is {}", m.state.as_str()))
@@ -166,12 +182,22 @@ pub async fn heal(
         }
         let decision = if reasons.is_empty() {
             r.unhealthy_since = None;
+            r.docker_restart_tried_at = None;
             Decision::Healthy
+        } else if only_docker_down && r.docker_restart_tried_at.is_none() {
+            // Cheap and harmless, so no grace period: a crashed or stopped daemon is the
+            // commonest failure and replacing a whole machine for it would be wasteful.
+            r.unhealthy_since.get_or_insert_with(|| now.clone());
+            r.docker_restart_tried_at = Some(now.clone());
+            Decision::RestartDocker
         } else if r.phase < NodePhase::Ready
             && age_of(&r.created_at).is_some_and(|a| a < bp.health.node_startup_timeout)
         {
             Decision::Starting
         } else {
+            if let Some(at) = &r.docker_restart_tried_at {
+                reasons.push(format!("a Docker restart at {at} did not bring it back"));
+            }
             let since = r.unhealthy_since.get_or_insert_with(|| now.clone()).clone();
             if age_of(&since).is_some_and(|a| a >= bp.health.unhealthy_grace) {
                 Decision::Replace
@@ -247,6 +273,7 @@ pub async fn heal(
         verdicts,
         refused,
         replaced: vec![],
+        restarted: BTreeMap::new(),
         converge: None,
     };
     for v in &report.verdicts {
@@ -264,6 +291,36 @@ pub async fn heal(
         return Ok(report);
     }
     home.save(&state)?;
+
+    // Repairs in place come first and are not held back by max_unhealthy: SSH reaching the node
+    // rules out a partition, and restarting a daemon deletes nothing.
+    let restarts: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(|v| v.decision == Decision::RestartDocker)
+        .map(|v| v.node.clone())
+        .collect();
+    for node in restarts {
+        let Some(t) = targets.iter().find(|t| t.node == node) else {
+            continue;
+        };
+        let Some(Ok(p)) = probes.get(&node) else {
+            continue;
+        };
+        progress.node(&node, "restarting Docker");
+        let outcome = match super::nodes::install_docker(&pool, t, p, &bp).await {
+            Ok(v) => {
+                progress.node_done(&node, true, &format!("Docker {v} answers again"));
+                Restart::Docker(v)
+            }
+            Err(e) => {
+                progress.node_done(&node, false, &e);
+                Restart::Failed(e)
+            }
+        };
+        report.restarted.insert(node, outcome);
+    }
+
     if report.refused.is_some() || victims.is_empty() {
         pool.close_all().await;
         return Ok(report);

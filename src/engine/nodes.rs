@@ -80,17 +80,7 @@ pub async fn install_docker(
         )
     })?;
     if bp.docker.method == InstallMethod::Offline && !probe.docker_installed {
-        let path = bp
-            .docker
-            .packages
-            .as_deref()
-            .map(crate::util::expand_tilde)
-            .unwrap_or_default();
-        let path = if path.is_relative() {
-            bp.source.parent().unwrap_or(Path::new(".")).join(path)
-        } else {
-            path
-        };
+        let path = bp.resolve_path(bp.docker.packages.as_deref().unwrap_or_default());
         let bundle = offline_bundle(&path).map_err(|e| e.to_string())?;
         let script = format!(
             "mkdir -p {dir} && tar -x -C {dir}",
@@ -206,4 +196,63 @@ pub fn live_managers(
             ))
         })
         .collect()
+}
+
+/// One image archive read for loading: its tags and its bytes.
+pub struct LoadedArchive {
+    pub archive: crate::docker::preload::ImageArchive,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads the blueprint's `docker.preload_images` archives.
+pub fn read_preload_archives(bp: &Blueprint) -> Result<Vec<LoadedArchive>, String> {
+    bp.docker
+        .preload_images
+        .iter()
+        .map(|p| {
+            let path = bp.resolve_path(p);
+            let archive = crate::docker::preload::read_archive(&path).map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| format!("cannot read the image archive {}: {e}", path.display()))?;
+            Ok(LoadedArchive { archive, bytes })
+        })
+        .collect()
+}
+
+/// Loads each archive whose tags the node lacks (`docker load` over SSH); returns the tags loaded.
+pub async fn preload_images(
+    pool: &SshPool,
+    t: &Target,
+    archives: &[std::sync::Arc<LoadedArchive>],
+) -> Result<Vec<String>, String> {
+    let mut loaded = Vec::new();
+    for a in archives {
+        let check = crate::docker::preload::present_check(&a.archive.tags);
+        let present = pool
+            .run(t, "image check", &check, Some(Duration::from_secs(60)))
+            .await
+            .map_err(|e| e.to_string())?;
+        if present.status == 0 {
+            continue;
+        }
+        let out = pool
+            .run_with_input(
+                t,
+                "docker load",
+                "docker load -q",
+                Some(a.bytes.clone()),
+                Some(Duration::from_secs(600)),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.status != 0 {
+            return Err(format!(
+                "docker load of {} failed: {}",
+                a.archive.path.display(),
+                crate::ssh::failure_tail_pub(&out)
+            ));
+        }
+        loaded.extend(a.archive.tags.iter().cloned());
+    }
+    Ok(loaded)
 }

@@ -120,6 +120,7 @@ pub fn plan_machines(
                     cluster_id: None,
                     created_at: now.to_string(),
                     unhealthy_since: None,
+                    docker_restart_tried_at: None,
                 },
             );
             plan.adopt.push(m.name.clone());
@@ -270,6 +271,7 @@ mod tests {
             cluster_id: None,
             created_at: "t".into(),
             unhealthy_since: None,
+            docker_restart_tried_at: None,
         }
     }
 

@@ -77,6 +77,9 @@ pub struct UpReport {
     pub machines: MachinePlan,
     pub docker_installed: Vec<String>,
     pub docker_started: Vec<String>,
+    /// Image tags loaded per node from `docker.preload_images` (nodes that had them are absent).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub images_loaded: BTreeMap<String, Vec<String>>,
     pub cluster: Option<ConvergeReport>,
     pub failed: BTreeMap<String, String>,
     pub nodes: Vec<crate::engine::status::NodeSummary>,
@@ -488,6 +491,7 @@ async fn converge(
                     cluster_id: None,
                     created_at: now_rfc3339(),
                     unhealthy_since: None,
+                    docker_restart_tried_at: None,
                 },
             );
         }
@@ -698,6 +702,7 @@ async fn converge(
             rec.phase = rec.phase.clone().max(NodePhase::DockerReady);
         }
     }
+    preload_stage(run, &mut probed, &mut report).await?;
     fault_point("after-docker");
 
     // Cluster.
@@ -784,6 +789,7 @@ async fn converge(
     report.changed = !plan.is_empty()
         || !report.docker_installed.is_empty()
         || !report.docker_started.is_empty()
+        || !report.images_loaded.is_empty()
         || report.cluster.as_ref().is_some_and(ConvergeReport::changed);
     run.save()?;
     Ok(report)
@@ -1010,4 +1016,55 @@ pub fn outputs_for(bp: &Blueprint, state: &State) -> Result<BTreeMap<String, Str
 
 fn render_outputs(run: &Run<'_>) -> Result<BTreeMap<String, String>> {
     outputs_for(run.bp, &run.state)
+}
+
+/// `docker.preload_images` on every reachable node, before any of them joins: a node that cannot
+/// get the images is not joined (the cluster would schedule tasks there that cannot start).
+async fn preload_stage(
+    run: &mut Run<'_>,
+    probed: &mut BTreeMap<String, (Target, Probe)>,
+    report: &mut UpReport,
+) -> Result<()> {
+    if run.bp.docker.preload_images.is_empty() || probed.is_empty() {
+        return Ok(());
+    }
+    let archives: Vec<Arc<nodes::LoadedArchive>> = nodes::read_preload_archives(run.bp)
+        .map_err(Error::Other)?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    run.progress.stage("images", probed.len() as u64);
+    let pool = run.pool.clone();
+    let progress = run.progress;
+    let archives = &archives;
+    let results: Vec<(String, std::result::Result<Vec<String>, String>)> =
+        stream::iter(probed.iter().map(|(n, (t, _))| (n.clone(), t.clone())))
+            .map(|(name, t)| {
+                let pool = pool.clone();
+                async move {
+                    let _permit = pool.limit.acquire().await;
+                    let r = nodes::preload_images(&pool, &t, archives).await;
+                    (name, r)
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+    for (name, r) in results {
+        match r {
+            Ok(tags) if tags.is_empty() => progress.node_done(&name, true, "images present"),
+            Ok(tags) => {
+                progress.node_done(&name, true, &format!("loaded {}", tags.join(", ")));
+                run.j("preload-images", &name, Phase::Done, json!({"tags": tags}))?;
+                report.images_loaded.insert(name, tags);
+            }
+            Err(e) => {
+                progress.node_done(&name, false, &e);
+                run.j("preload-images", &name, Phase::Failed, json!({"error": e}))?;
+                report.failed.insert(name.clone(), e);
+                probed.remove(&name);
+            }
+        }
+    }
+    Ok(())
 }

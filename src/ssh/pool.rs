@@ -254,7 +254,8 @@ impl SshPool {
                 }
                 Some(_) => {
                     let mut c = session.clone().arc_raw_command("sh");
-                    c.arg("-c").arg(shell_quote(script));
+                    // `arg` would shell-escape a second time; the script is quoted once, here.
+                    c.arg("-c").raw_arg(shell_quote(script));
                     c
                 }
             };

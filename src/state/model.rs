@@ -57,6 +57,10 @@ pub struct NodeRecord {
     /// When `heal` first saw the node unhealthy (cleared when it is healthy again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_since: Option<String>,
+    /// When `heal` last restarted Docker on this node in place (cleared when it is healthy again):
+    /// a node whose restart did not help is replaced on a later run instead of restarted forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_restart_tried_at: Option<String>,
 }
 
 impl NodeRecord {
