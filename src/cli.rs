@@ -69,8 +69,10 @@ pub enum Command {
         /// Deployment name (all deployments when omitted).
         deployment: Option<String>,
     },
-    /// The blueprint's outputs for a deployment.
+    /// The blueprint's outputs for a deployment (plus `kubeconfig` for Kubernetes).
     Outputs { deployment: String },
+    /// Path of a Kubernetes deployment's admin kubeconfig: `export KUBECONFIG=$(flotilla kubeconfig NAME)`.
+    Kubeconfig { deployment: String },
     /// Open a shell (or run a command) on a node.
     Ssh {
         deployment: String,

@@ -350,3 +350,27 @@ fn ec2_heal_replaces_a_terminated_instance() {
     );
     down_and_check(&home, "ec2-heal");
 }
+
+#[test]
+fn ec2_kubernetes_blueprint_plans_against_the_cloud() {
+    let _one = EC2.lock().unwrap_or_else(|p| p.into_inner());
+    let cloud = seed();
+    let home = Home::new();
+    let bp = repo_root().join("blueprints/ec2-kubernetes.yaml");
+    let s = sets("ec2-k8s-plan", &cloud, &[]);
+    let mut args = up_args(bp.to_str().expect("utf8"), &s);
+    args[0] = "plan";
+    args.extend_from_slice(&["-o", "json"]);
+    let plan = flotilla(&home, &args, &[]);
+    assert_eq!(plan.status.code(), Some(10), "plan: {}", stderr(&plan));
+    let p = json(&plan);
+    let mut names: Vec<&str> = p["machines"]["create"]
+        .as_array()
+        .expect("create")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["control-plane-1", "workers-1", "workers-2"]);
+    assert_eq!(count(&counts(), "RunInstances"), 0, "plan creates nothing");
+}

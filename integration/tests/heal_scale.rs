@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 const BAKED: &str = "flotilla-test/node-docker:r2";
 
 /// flotilla's node image plus docker.io, committed once (no host keys, no authorized_keys baked).
-fn baked_image() -> &'static str {
+pub fn baked_image() -> &'static str {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         if docker(&["image", "inspect", BAKED]).status.success() {

@@ -7,6 +7,7 @@ mod docker_swarm;
 mod ec2;
 mod fault_matrix;
 mod heal_scale;
+mod kubernetes;
 mod openstack;
 mod static_hosts;
 mod validate_table;

@@ -430,3 +430,20 @@ fn openstack_heal_replaces_a_dead_server() {
     assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
     assert_eq!(inventory("os-heal"), empty());
 }
+
+#[test]
+fn openstack_kubernetes_blueprint_plans_against_the_cloud() {
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let bp = repo_root().join("blueprints/openstack-kubernetes.yaml");
+    let s = sets("os-k8s-plan", &[]);
+    let mut args = up_args(bp.to_str().expect("utf8"), &s, &["-o", "json"]);
+    args[0] = "plan";
+    let plan = flotilla(&home, &args, "secret");
+    assert_eq!(plan.status.code(), Some(10), "plan: {}", stderr(&plan));
+    assert_eq!(
+        json(&plan)["machines"]["create"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(inventory("os-k8s-plan"), empty(), "plan creates nothing");
+}

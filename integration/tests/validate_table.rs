@@ -72,7 +72,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             what: "cluster kind not available yet",
-            text: with("kind: swarm", "kind: kubernetes"),
+            text: with("kind: swarm", "kind: mesos"),
             args: &[],
             expect: &["cluster.kind", "not available in this version"],
             line: Some(5),
@@ -276,6 +276,55 @@ fn cases() -> Vec<Case> {
                 "docker save -o",
             ],
             line: Some(15),
+        },
+        Case {
+            what: "kubernetes too old",
+            text: with("kind: swarm", "kind: kubernetes\n  version: \"1.23\""),
+            args: &[],
+            expect: &["cluster.version", "too old", "dockershim"],
+            line: Some(6),
+        },
+        Case {
+            what: "kubernetes version not a version",
+            text: with("kind: swarm", "kind: kubernetes\n  version: latest"),
+            args: &[],
+            expect: &["cluster.version", "not a Kubernetes version"],
+            line: Some(6),
+        },
+        Case {
+            what: "kubernetes HA without an endpoint",
+            text: with("kind: swarm", "kind: kubernetes")
+                .map(|t| t.replacen("count: 1", "count: 3", 1)),
+            args: &[],
+            expect: &[
+                "cluster.kubernetes.control_plane_endpoint",
+                "3 control-plane nodes",
+            ],
+            line: Some(5),
+        },
+        Case {
+            what: "unknown CNI",
+            text: with(
+                "kind: swarm",
+                "kind: kubernetes\n  kubernetes:\n    cni: flanel",
+            ),
+            args: &[],
+            expect: &["cluster.kubernetes.cni", "did you mean `flannel`"],
+            line: Some(7),
+        },
+        Case {
+            what: "version on a swarm",
+            text: with("kind: swarm", "kind: swarm\n  version: \"24.0\""),
+            args: &[],
+            expect: &["cluster.version", "only used with"],
+            line: Some(6),
+        },
+        Case {
+            what: "bad docker mount",
+            text: with("kind: docker", "kind: docker\n  mounts: [\"relative:/x\"]"),
+            args: &[],
+            expect: &["provider.mounts[0]", "absolute"],
+            line: Some(4),
         },
         Case {
             what: "bad duration",

@@ -551,47 +551,15 @@ fn check(
     }
 
     // cluster
-    let (cluster, swarm) = match take(root, "cluster") {
+    let cluster_cfg: Option<ClusterConfig> = match take(root, "cluster") {
         Some(v @ Value::Object(_)) => match ctx.section::<RawCluster>(v, "cluster") {
-            Some(raw) => match raw.kind.as_deref() {
-                None => {
-                    let loc = ctx.index.value("cluster");
-                    ctx.push(
-                        loc,
-                        "cluster.kind",
-                        format!("missing; {}", expected_one_of("", CLUSTER_KINDS)),
-                    );
-                    (None, None)
-                }
-                Some("swarm") => (Some(ClusterKind::Swarm), Some(raw.swarm)),
-                Some("none") => (Some(ClusterKind::None), Some(raw.swarm)),
-                Some(k) if CLUSTER_KINDS.contains(&k) => {
-                    let loc = ctx.index.value("cluster.kind");
-                    ctx.push(loc, "cluster.kind", format!(
-                        "the `{k}` driver is not available in this version of flotilla yet; available: {}",
-                        CLUSTER_KINDS_AVAILABLE.join(", ")
-                    ));
-                    (None, None)
-                }
-                Some(k) => {
-                    let loc = ctx.index.value("cluster.kind");
-                    ctx.push(
-                        loc,
-                        "cluster.kind",
-                        format!(
-                            "unknown cluster kind `{k}`; {}",
-                            expected_one_of(k, CLUSTER_KINDS)
-                        ),
-                    );
-                    (None, None)
-                }
-            },
-            None => (None, None),
+            Some(raw) => check_cluster(ctx, raw),
+            None => None,
         },
         Some(_) => {
             let loc = ctx.index.value("cluster");
             ctx.push(loc, "cluster", "expected a map with `kind`");
-            (None, None)
+            None
         }
         None => {
             ctx.push(
@@ -602,25 +570,15 @@ fn check(
                     expected_one_of("", CLUSTER_KINDS)
                 ),
             );
-            (None, None)
+            None
         }
     };
+    let cluster = cluster_cfg.as_ref().map(|c| c.kind);
 
     // groups
     let groups = check_groups(ctx, take(root, "groups"), provider.as_ref(), path);
-    if let (Some(groups), Some(ClusterKind::Swarm)) = (&groups, cluster) {
-        let managers: u32 = groups
-            .iter()
-            .filter(|g| g.role == Role::Manager)
-            .map(|g| g.count)
-            .sum();
-        if managers == 0 {
-            let loc = ctx.index.value("groups");
-            ctx.push(loc, "groups", "a swarm needs at least one manager node (a group with `role: manager` and count >= 1)");
-        } else if managers.is_multiple_of(2) {
-            let loc = ctx.index.value("groups");
-            ctx.push(loc, "groups", format!("{managers} swarm managers: use an odd number so the raft quorum survives a failure"));
-        }
+    if let (Some(groups), Some(cfg)) = (&groups, &cluster_cfg) {
+        check_managers(ctx, groups, cfg);
     }
 
     let health = match take(root, "health") {
@@ -641,7 +599,10 @@ fn check(
         ssh: ssh?,
         docker: docker?,
         cluster: cluster?,
-        swarm: swarm?,
+        swarm: cluster_cfg.as_ref()?.swarm.clone(),
+        cluster_version: cluster_cfg.as_ref()?.version.clone(),
+        kubernetes: cluster_cfg.as_ref()?.kubernetes.clone(),
+        mesos: cluster_cfg?.mesos,
         groups: groups?,
         health: health?,
         outputs,
@@ -996,4 +957,168 @@ fn check_outputs(
         out.push((name, template.to_string()));
     }
     out
+}
+
+/// `cluster.kind`, its version (defaults applied) and the options that belong to it.
+fn check_cluster(ctx: &mut Ctx, raw: RawCluster) -> Option<ClusterConfig> {
+    let kind = match raw.kind.as_deref() {
+        None => {
+            let loc = ctx.index.value("cluster");
+            ctx.push(
+                loc,
+                "cluster.kind",
+                format!("missing; {}", expected_one_of("", CLUSTER_KINDS)),
+            );
+            return None;
+        }
+        Some("swarm") => ClusterKind::Swarm,
+        Some("kubernetes") => ClusterKind::Kubernetes,
+        Some("mesos") => {
+            let loc = ctx.index.value("cluster.kind");
+            ctx.push(
+                loc,
+                "cluster.kind",
+                "the `mesos` driver is not available in this version of flotilla yet; available: swarm, kubernetes, none",
+            );
+            return None;
+        }
+        Some("none") => ClusterKind::None,
+        Some(k) => {
+            let loc = ctx.index.value("cluster.kind");
+            ctx.push(
+                loc,
+                "cluster.kind",
+                format!(
+                    "unknown cluster kind `{k}`; {}",
+                    expected_one_of(k, CLUSTER_KINDS)
+                ),
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    let version = match kind {
+        ClusterKind::Kubernetes => {
+            let v = raw
+                .version
+                .clone()
+                .unwrap_or_else(|| KUBERNETES_DEFAULT_VERSION.to_string());
+            match crate::cluster::kubernetes::parse_version(&v) {
+                Some((minor, _)) if minor >= KUBERNETES_MIN_MINOR => {}
+                Some(_) => {
+                    ok = false;
+                    let loc = ctx.index.value("cluster.version");
+                    ctx.push(loc, "cluster.version", format!(
+                        "Kubernetes {v} is too old: 1.{KUBERNETES_MIN_MINOR} or newer (older releases need dockershim, which is gone, and their package repositories are frozen)"
+                    ));
+                }
+                None => {
+                    ok = false;
+                    let loc = ctx.index.value("cluster.version");
+                    ctx.push(
+                        loc,
+                        "cluster.version",
+                        format!("`{v}` is not a Kubernetes version; write `1.31` or `1.31.2`"),
+                    );
+                }
+            }
+            Some(v)
+        }
+        ClusterKind::Mesos => {
+            let v = raw
+                .version
+                .clone()
+                .unwrap_or_else(|| MESOS_DEFAULT_VERSION.to_string());
+            if !v
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            {
+                ok = false;
+                let loc = ctx.index.value("cluster.version");
+                ctx.push(
+                    loc,
+                    "cluster.version",
+                    format!("`{v}` is not a Mesos version; write e.g. `1.7.1`"),
+                );
+            }
+            Some(v)
+        }
+        ClusterKind::Swarm | ClusterKind::None => {
+            if raw.version.is_some() {
+                let loc = ctx.index.value("cluster.version");
+                ctx.push(
+                    loc,
+                    "cluster.version",
+                    "only used with `kind: kubernetes` or `kind: mesos` (Swarm comes with the installed Docker)",
+                );
+                ok = false;
+            }
+            None
+        }
+    };
+    if kind == ClusterKind::Kubernetes {
+        if let Some(cni) = raw.kubernetes.cni.as_deref() {
+            if !crate::cluster::kubernetes::CNI_CHOICES.contains(&cni)
+                && !cni.starts_with("https://")
+            {
+                ok = false;
+                let loc = ctx.index.value("cluster.kubernetes.cni");
+                ctx.push(
+                    loc,
+                    "cluster.kubernetes.cni",
+                    format!(
+                        "`{cni}`: {} or the https:// URL of a manifest",
+                        expected_one_of(cni, crate::cluster::kubernetes::CNI_CHOICES)
+                    ),
+                );
+            }
+        }
+    }
+    ok.then_some(ClusterConfig {
+        kind,
+        version,
+        swarm: raw.swarm,
+        kubernetes: raw.kubernetes,
+        mesos: raw.mesos,
+    })
+}
+
+/// Manager (control-plane, master) counts: at least one, odd so the quorum of raft / etcd /
+/// ZooKeeper survives a failure, and Kubernetes HA needs an endpoint in front of them.
+fn check_managers(ctx: &mut Ctx, groups: &[Group], cfg: &ClusterConfig) {
+    let (what, quorum) = match cfg.kind {
+        ClusterKind::Swarm => ("swarm managers", "the raft quorum"),
+        ClusterKind::Kubernetes => ("control-plane nodes", "the etcd quorum"),
+        ClusterKind::Mesos => ("Mesos masters", "the ZooKeeper and replicated-log quorum"),
+        ClusterKind::None => return,
+    };
+    let managers: u32 = groups
+        .iter()
+        .filter(|g| g.role == Role::Manager)
+        .map(|g| g.count)
+        .sum();
+    let loc = ctx.index.value("groups");
+    if managers == 0 {
+        ctx.push(
+            loc,
+            "groups",
+            format!("a {} cluster needs at least one manager node (its {what}): a group with `role: manager` and count >= 1", cfg.kind.as_str()),
+        );
+    } else if managers.is_multiple_of(2) {
+        ctx.push(
+            loc,
+            "groups",
+            format!("{managers} {what}: use an odd number so {quorum} survives a failure"),
+        );
+    } else if managers > 1
+        && cfg.kind == ClusterKind::Kubernetes
+        && cfg.kubernetes.control_plane_endpoint.is_none()
+    {
+        let loc = ctx.index.value("cluster");
+        ctx.push(
+            loc,
+            "cluster.kubernetes.control_plane_endpoint",
+            format!("{managers} control-plane nodes need `control_plane_endpoint` (a load balancer or DNS name in front of them, `host[:port]`): kubeadm cannot add control-plane nodes without it"),
+        );
+    }
 }

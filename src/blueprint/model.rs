@@ -25,7 +25,6 @@ pub const PROVIDER_KINDS: &[&str] = &["docker", "static", "ec2", "openstack"];
 /// Provider kinds this build can drive.
 pub const PROVIDER_KINDS_AVAILABLE: &[&str] = &["docker", "static", "ec2", "openstack"];
 pub const CLUSTER_KINDS: &[&str] = &["swarm", "kubernetes", "mesos", "none"];
-pub const CLUSTER_KINDS_AVAILABLE: &[&str] = &["swarm", "none"];
 
 /// A count written as a number, or as a string a template rendered (`"{{ inputs.workers }}"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -148,13 +147,64 @@ pub struct SwarmOptions {
     pub dispatcher_heartbeat: Option<Duration>,
 }
 
+/// `cluster.kubernetes`: kubeadm settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesOptions {
+    /// `podSubnet` (default 10.244.0.0/16, flannel's).
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
+    /// `serviceSubnet` (default 10.96.0.0/12, kubeadm's).
+    pub service_cidr: Option<ipnet::Ipv4Net>,
+    /// `controlPlaneEndpoint` (`host[:port]`, a load balancer or DNS name in front of the
+    /// control-plane nodes); required with more than one control-plane node.
+    pub control_plane_endpoint: Option<String>,
+    /// `flannel` (default), `calico`, `none`, or the URL of a manifest.
+    pub cni: Option<String>,
+}
+
+/// `cluster.mesos`: ZooKeeper, masters, agents (and optionally Marathon).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MesosOptions {
+    /// Image of mesos-master (default `mesosphere/mesos-master:<version>`).
+    pub master_image: Option<String>,
+    /// Image of mesos-agent (default `mesosphere/mesos-slave:<version>`).
+    pub agent_image: Option<String>,
+    /// Run Marathon on the masters.
+    #[serde(default)]
+    pub marathon: bool,
+    /// Image of Marathon (default `mesosphere/marathon:v1.5.2`).
+    pub marathon_image: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub kind: Option<String>,
+    /// Kubernetes (`1.31` or `1.31.2`) or Mesos (`1.7.1`) version.
+    pub version: Option<String>,
     #[serde(default)]
     pub swarm: SwarmOptions,
+    #[serde(default)]
+    pub kubernetes: KubernetesOptions,
+    #[serde(default)]
+    pub mesos: MesosOptions,
 }
+
+/// The checked `cluster:` section.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub kind: ClusterKind,
+    /// Always set for kubernetes and mesos (defaults applied).
+    pub version: Option<String>,
+    pub swarm: SwarmOptions,
+    pub kubernetes: KubernetesOptions,
+    pub mesos: MesosOptions,
+}
+
+pub const KUBERNETES_DEFAULT_VERSION: &str = "1.31";
+pub const KUBERNETES_MIN_MINOR: u32 = 24;
+pub const MESOS_DEFAULT_VERSION: &str = "1.7.1";
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -201,6 +251,8 @@ pub struct Group {
 #[serde(rename_all = "lowercase")]
 pub enum ClusterKind {
     Swarm,
+    Kubernetes,
+    Mesos,
     None,
 }
 
@@ -208,6 +260,8 @@ impl ClusterKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ClusterKind::Swarm => "swarm",
+            ClusterKind::Kubernetes => "kubernetes",
+            ClusterKind::Mesos => "mesos",
             ClusterKind::None => "none",
         }
     }
@@ -269,6 +323,10 @@ pub struct Blueprint {
     pub docker: DockerInstallConfig,
     pub cluster: ClusterKind,
     pub swarm: SwarmOptions,
+    /// Kubernetes or Mesos version (defaults applied); None for swarm/none.
+    pub cluster_version: Option<String>,
+    pub kubernetes: KubernetesOptions,
+    pub mesos: MesosOptions,
     pub groups: Vec<Group>,
     pub health: HealthConfig,
     /// Output name -> tera template, rendered after bring-up.

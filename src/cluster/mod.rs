@@ -1,6 +1,7 @@
-//! Orchestrators: what forms a cluster out of nodes that run Docker. Swarm now; Kubernetes and
-//! Mesos plug into the same interface.
+//! Orchestrators: what forms a cluster out of nodes that run Docker — Swarm, Kubernetes (kubeadm)
+//! and Mesos behind one interface, so up/scale/heal/status do not care which.
 
+pub mod kubernetes;
 pub mod swarm;
 
 use crate::docker::SwarmLocal;
@@ -72,6 +73,10 @@ pub struct ConvergeReport {
     /// Node name -> cluster member id.
     pub member_ids: BTreeMap<String, String>,
     pub routing_mesh: Option<bool>,
+    /// Admin kubeconfig (Kubernetes), server rewritten to a reachable address. A secret: never
+    /// printed, written 0600 by the engine.
+    #[serde(skip)]
+    pub kubeconfig: Option<String>,
 }
 
 impl ConvergeReport {
@@ -94,6 +99,33 @@ pub trait Orchestrator: Send + Sync {
         managers: &[ClusterNode],
         member_id: Option<&str>,
     ) -> Result<(), ClusterError>;
+    /// Removes the member entry of a node that is gone (heal, lost machines), through a manager.
+    async fn remove_member(
+        &self,
+        via: &[ClusterNode],
+        member_id: &str,
+        was_manager: bool,
+    ) -> Result<(), ClusterError>;
     /// Undo what flotilla set up on a node that stays (static hosts on `down`).
     async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError>;
+}
+
+/// The blueprint's orchestrator, or None for `cluster.kind: none`.
+pub fn for_blueprint(
+    bp: &crate::blueprint::Blueprint,
+    pool: std::sync::Arc<crate::ssh::SshPool>,
+) -> Option<Box<dyn Orchestrator>> {
+    use crate::blueprint::ClusterKind;
+    match bp.cluster {
+        ClusterKind::Swarm => Some(Box::new(swarm::Swarm::new(pool, bp.swarm.clone()))),
+        ClusterKind::Kubernetes => Some(Box::new(kubernetes::Kubernetes::new(
+            pool,
+            bp.cluster_version
+                .as_deref()
+                .unwrap_or(crate::blueprint::KUBERNETES_DEFAULT_VERSION),
+            bp.kubernetes.clone(),
+        ))),
+        ClusterKind::Mesos => None,
+        ClusterKind::None => None,
+    }
 }

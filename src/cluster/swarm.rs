@@ -472,6 +472,28 @@ impl Orchestrator for Swarm {
         Ok(())
     }
 
+    async fn remove_member(
+        &self,
+        via: &[ClusterNode],
+        member_id: &str,
+        _was_manager: bool,
+    ) -> Result<(), ClusterError> {
+        let Some(m) = via.first() else {
+            return Ok(());
+        };
+        let id = shell_quote(member_id);
+        let cmd = format!("docker node demote {id} >/dev/null 2>&1; docker node rm --force {id} >/dev/null 2>&1 || ! docker node inspect {id} >/dev/null 2>&1");
+        self.pool
+            .run_ok(
+                &m.target,
+                "remove stale swarm member",
+                &cmd,
+                Some(Duration::from_secs(60)),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError> {
         self.pool
             .run_ok(&node.target, "docker swarm leave", "docker info --format '{{.Swarm.LocalNodeState}}' | grep -q inactive || docker swarm leave --force >/dev/null", Some(Duration::from_secs(60)))

@@ -27,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Status { deployment } => status::run(&home, deployment.as_deref(), json).await,
         Command::Outputs { deployment } => outputs::run(&home, &deployment, json),
+        Command::Kubeconfig { deployment } => outputs::kubeconfig(&home, &deployment, json),
         Command::Ssh {
             deployment,
             node,

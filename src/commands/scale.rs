@@ -47,7 +47,7 @@ pub async fn run(
         g.count = n;
         overrides.insert(group.to_string(), n);
     }
-    if bp.cluster == ClusterKind::Swarm {
+    if bp.cluster != ClusterKind::None {
         let managers: u32 = bp
             .groups
             .iter()
@@ -56,7 +56,8 @@ pub async fn run(
             .sum();
         if managers == 0 || managers.is_multiple_of(2) {
             return Err(Error::Usage(format!(
-                "that leaves {managers} swarm managers; keep an odd number (at least 1) so the raft quorum survives a failure"
+                "that leaves {managers} manager nodes of the {} cluster; keep an odd number (at least 1) so its quorum survives a failure",
+                bp.cluster.as_str()
             )));
         }
     }

@@ -3,8 +3,7 @@
 
 use super::nodes::{default_user, target_of};
 use super::{build_provider, journal, recorded_blueprint};
-use crate::blueprint::ClusterKind;
-use crate::cluster::{swarm::Swarm, ClusterNode, Orchestrator};
+use crate::cluster::ClusterNode;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::state::{DeploymentLock, Home, Journal, Phase};
@@ -90,13 +89,10 @@ pub async fn down(
                 continue;
             };
             journal(&j, "release-host", &r.name, Phase::Intent, json!(null))?;
-            if bp.cluster == ClusterKind::Swarm {
+            if let Some(orch) = crate::cluster::for_blueprint(&bp, pool.clone()) {
                 let node = ClusterNode::bare(&r.name, r.role, t);
-                progress.node(&r.name, "leaving the swarm");
-                if let Err(e) = Swarm::new(pool.clone(), bp.swarm.clone())
-                    .leave(&node)
-                    .await
-                {
+                progress.node(&r.name, &format!("leaving the {} cluster", orch.kind()));
+                if let Err(e) = orch.leave(&node).await {
                     report.warnings.push(format!("{}: {e}", r.name));
                     progress.node_done(&r.name, false, &e.to_string());
                     continue;

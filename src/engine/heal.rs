@@ -9,8 +9,8 @@
 
 use super::up::{up_locked, UpOptions, UpReport};
 use super::{build_provider, effective_blueprint, journal, recorded_public_key};
-use crate::blueprint::{ClusterKind, MaxUnhealthy};
-use crate::cluster::{swarm::Swarm, Member, Orchestrator};
+use crate::blueprint::MaxUnhealthy;
+use crate::cluster::Member;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::state::{DeploymentLock, Home, Journal, NodePhase, Phase};
@@ -136,13 +136,11 @@ pub async fn heal(
     )?;
     let probes = super::nodes::probe_all(&pool, &targets, Duration::from_secs(5)).await;
     let live_managers = super::nodes::live_managers(&state, &bp, &probes);
-    let swarm = Swarm::new(pool.clone(), bp.swarm.clone());
-    let members: Option<Vec<Member>> =
-        if bp.cluster == ClusterKind::Swarm && !live_managers.is_empty() {
-            swarm.members(&live_managers).await.ok()
-        } else {
-            None
-        };
+    let orchestrator = crate::cluster::for_blueprint(&bp, pool.clone());
+    let members: Option<Vec<Member>> = match &orchestrator {
+        Some(orch) if !live_managers.is_empty() => orch.members(&live_managers).await.ok(),
+        _ => None,
+    };
 
     // Decide.
     let now = now_rfc3339();
@@ -169,14 +167,15 @@ pub async fn heal(
             Some(Err(e)) => reasons.push(format!("SSH: {e}")),
             None => reasons.push("no address".into()),
         }
-        if bp.cluster == ClusterKind::Swarm {
+        if let Some(orch) = &orchestrator {
+            let kind = orch.kind();
             match (&members, &r.cluster_id) {
                 (Some(ms), Some(id)) => match ms.iter().find(|m| &m.id == id) {
                     Some(m) if m.status == "ready" => {}
-                    Some(m) => reasons.push(format!("swarm reports it {}", m.status)),
-                    None => reasons.push("not a swarm member".into()),
+                    Some(m) => reasons.push(format!("{kind} reports it {}", m.status)),
+                    None => reasons.push(format!("not a {kind} member")),
                 },
-                (Some(_), None) => reasons.push("never joined the swarm".into()),
+                (Some(_), None) => reasons.push(format!("never joined the {kind} cluster")),
                 (None, _) => {}
             }
         }
@@ -237,7 +236,7 @@ pub async fn heal(
         })
         .count();
     if refused.is_none()
-        && bp.cluster == ClusterKind::Swarm
+        && orchestrator.is_some()
         && managers > 0
         && (managers - dead_managers) < managers / 2 + 1
     {
@@ -345,19 +344,15 @@ pub async fn heal(
             json!({"machine": rec.machine_id, "member": rec.cluster_id}),
         )?;
         progress.node(name, "removing the broken node");
-        if bp.cluster == ClusterKind::Swarm {
-            if let (Some(id), Some(via)) = (
-                &rec.cluster_id,
-                live_managers.iter().find(|m| &m.name != name),
-            ) {
-                let cmd = format!("docker node demote {id} >/dev/null 2>&1; docker node rm --force {id} >/dev/null 2>&1 || ! docker node inspect {id} >/dev/null 2>&1");
-                pool.run_ok(
-                    &via.target,
-                    "remove stale swarm member",
-                    &cmd,
-                    Some(Duration::from_secs(60)),
-                )
-                .await?;
+        if let (Some(orch), Some(id)) = (&orchestrator, &rec.cluster_id) {
+            let via: Vec<_> = live_managers
+                .iter()
+                .filter(|m| &m.name != name)
+                .cloned()
+                .collect();
+            if !via.is_empty() {
+                orch.remove_member(&via, id, rec.role == flotilla_provider_core::Role::Manager)
+                    .await?;
             }
         }
         super::fault_point("heal-after-member-rm");

@@ -172,7 +172,8 @@ pub async fn probe_all(
         .collect()
 }
 
-/// Managers whose probe says they can answer for the swarm (ControlAvailable).
+/// Managers that can answer for the cluster: for Swarm those whose probe says ControlAvailable,
+/// for the others every reachable manager (the orchestrator tries them in turn).
 pub fn live_managers(
     state: &State,
     bp: &Blueprint,
@@ -184,9 +185,11 @@ pub fn live_managers(
         .values()
         .filter(|r| r.role == flotilla_provider_core::Role::Manager)
         .filter(|r| {
-            probes
-                .get(&r.name)
-                .is_some_and(|p| p.as_ref().is_ok_and(|p| p.swarm.control))
+            probes.get(&r.name).is_some_and(|p| {
+                p.as_ref().is_ok_and(|p| {
+                    bp.cluster != crate::blueprint::ClusterKind::Swarm || p.swarm.control
+                })
+            })
         })
         .filter_map(|r| {
             Some(crate::cluster::ClusterNode::bare(

@@ -3,7 +3,7 @@
 
 use super::{build_provider, recorded_blueprint};
 use crate::blueprint::ClusterKind;
-use crate::cluster::{swarm::Swarm, Member, Orchestrator};
+use crate::cluster::Member;
 use crate::error::Result;
 use crate::state::{Home, State};
 use flotilla_provider_core::Ownership;
@@ -96,13 +96,9 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
 
     let probes = super::nodes::probe_all(&pool, &targets, Duration::from_secs(3)).await;
     let managers = super::nodes::live_managers(&state, &bp, &probes);
-    let members: Option<Vec<Member>> = if bp.cluster == ClusterKind::Swarm && !managers.is_empty() {
-        Swarm::new(pool.clone(), bp.swarm.clone())
-            .members(&managers)
-            .await
-            .ok()
-    } else {
-        None
+    let members: Option<Vec<Member>> = match crate::cluster::for_blueprint(&bp, pool.clone()) {
+        Some(orch) if !managers.is_empty() => orch.members(&managers).await.ok(),
+        _ => None,
     };
 
     let mut nodes = Vec::new();

@@ -9,7 +9,7 @@ use super::nodes::{self, default_user, install_docker, probe, target_of};
 use super::plan::{plan_machines, MachinePlan};
 use super::{build_provider, fault_point, journal};
 use crate::blueprint::{Blueprint, ClusterKind};
-use crate::cluster::{swarm::Swarm, ClusterNode, ConvergeReport, Orchestrator};
+use crate::cluster::{ClusterNode, ConvergeReport};
 use crate::docker::Probe;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -707,24 +707,25 @@ async fn converge(
 
     // Cluster.
     let cluster_nodes: Vec<ClusterNode> = cluster_view(run, &probed, &active);
-    if bp.cluster == ClusterKind::Swarm && !cluster_nodes.is_empty() {
+    let orchestrator = crate::cluster::for_blueprint(bp, run.pool.clone());
+    if let (Some(orch), false) = (&orchestrator, cluster_nodes.is_empty()) {
         if !cluster_nodes.iter().any(|n| n.role == Role::Manager) {
             report.failed.insert(
                 "cluster".into(),
-                "no reachable manager node: the swarm cannot be formed or extended this run".into(),
+                format!("no reachable manager node: the {} cluster cannot be formed or extended this run", orch.kind()),
             );
         } else {
-            run.progress.stage("swarm", 1);
-            run.progress.info("forming / checking the swarm");
+            run.progress.stage(orch.kind(), 1);
+            run.progress
+                .info(&format!("forming / checking the {} cluster", orch.kind()));
             run.j(
                 "cluster-converge",
                 "",
                 Phase::Intent,
                 json!({"nodes": cluster_nodes.iter().map(|n| &n.name).collect::<Vec<_>>()}),
             )?;
-            let swarm = Swarm::new(run.pool.clone(), bp.swarm.clone());
-            match swarm.converge(&cluster_nodes).await {
-                Ok(r) => {
+            match orch.converge(&cluster_nodes).await {
+                Ok(mut r) => {
                     run.j(
                         "cluster-converge",
                         "",
@@ -740,7 +741,20 @@ async fn converge(
                     if let Some(first) = &r.initialized_on {
                         run.state.cluster.bootstrap_node = Some(first.clone());
                     }
-                    run.state.cluster.cluster_id = r.cluster_id.clone();
+                    if r.cluster_id.is_some() {
+                        run.state.cluster.cluster_id = r.cluster_id.clone();
+                    }
+                    if let Some(k) = r.kubeconfig.take() {
+                        let path = run.home.deployment_dir(&bp.name).join("kubeconfig");
+                        crate::state::write_atomic(&path, k.as_bytes()).map_err(|e| {
+                            Error::Other(format!("writing {}: {e}", path.display()))
+                        })?;
+                        report.notes.push(format!(
+                            "kubeconfig: {} (export KUBECONFIG=$(flotilla kubeconfig {}))",
+                            path.display(),
+                            bp.name
+                        ));
+                    }
                     run.state.cluster.routing_mesh = r.routing_mesh;
                     if r.routing_mesh == Some(false) {
                         report.notes.push(
@@ -778,9 +792,12 @@ async fn converge(
         scale_in(run, &plan.remove, &cluster_nodes).await?;
     }
 
-    // Stale swarm members of lost/replaced machines.
-    if bp.cluster == ClusterKind::Swarm && (!plan.lost.is_empty() || !plan.replace.is_empty()) {
-        remove_stale_members(run, &cluster_nodes).await;
+    // Stale members of lost/replaced machines.
+    if let (Some(orch), false) = (
+        &orchestrator,
+        plan.lost.is_empty() && plan.replace.is_empty(),
+    ) {
+        remove_stale_members(run, orch.as_ref(), &cluster_nodes).await;
     }
 
     report.outputs = render_outputs(run)?;
@@ -897,12 +914,10 @@ async fn scale_in(run: &mut Run<'_>, remove: &[String], cluster: &[ClusterNode])
             Phase::Intent,
             json!({"machine": rec.machine_id}),
         )?;
-        if bp.cluster == ClusterKind::Swarm {
+        if let Some(orch) = crate::cluster::for_blueprint(bp, run.pool.clone()) {
             if let Some(t) = target_of(&rec, &user, bp.ssh.port) {
                 let node = ClusterNode::bare(name, rec.role, t);
-                let swarm = Swarm::new(run.pool.clone(), bp.swarm.clone());
-                swarm
-                    .remove(&node, &managers, rec.cluster_id.as_deref())
+                orch.remove(&node, &managers, rec.cluster_id.as_deref())
                     .await?;
             }
         }
@@ -921,16 +936,19 @@ async fn scale_in(run: &mut Run<'_>, remove: &[String], cluster: &[ClusterNode])
     Ok(())
 }
 
-/// Swarm members that are Down and belong to none of the deployment's nodes (their machine was
-/// lost or replaced) are removed so `docker node ls` matches the state.
-async fn remove_stale_members(run: &mut Run<'_>, cluster: &[ClusterNode]) {
+/// Members that are down and belong to none of the deployment's nodes (their machine was lost or
+/// replaced) are removed so the cluster's member list matches the state.
+async fn remove_stale_members(
+    run: &mut Run<'_>,
+    orch: &dyn crate::cluster::Orchestrator,
+    cluster: &[ClusterNode],
+) {
     let managers: Vec<ClusterNode> = cluster
         .iter()
         .filter(|n| n.role == Role::Manager)
         .cloned()
         .collect();
-    let swarm = Swarm::new(run.pool.clone(), run.bp.swarm.clone());
-    let Ok(members) = swarm.members(&managers).await else {
+    let Ok(members) = orch.members(&managers).await else {
         return;
     };
     let known: Vec<String> = run
@@ -941,32 +959,23 @@ async fn remove_stale_members(run: &mut Run<'_>, cluster: &[ClusterNode]) {
         .collect();
     for m in members
         .iter()
-        .filter(|m| m.status == "down" && !known.contains(&m.id))
+        .filter(|m| m.status != "ready" && !known.contains(&m.id))
     {
-        if let Some(via) = managers.first() {
-            let cmd = format!(
-                "docker node demote {id} >/dev/null 2>&1; docker node rm --force {id} >/dev/null",
-                id = m.id
-            );
-            match run
-                .pool
-                .run_ok(
-                    &via.target,
-                    "docker node rm",
-                    &cmd,
-                    Some(Duration::from_secs(60)),
-                )
-                .await
-            {
-                Ok(_) => run.progress.info(&format!(
-                    "removed stale swarm member {} ({})",
-                    m.hostname, m.id
-                )),
-                Err(e) => run.progress.info(&format!(
-                    "could not remove stale swarm member {}: {e}",
-                    m.hostname
-                )),
-            }
+        match orch
+            .remove_member(&managers, &m.id, m.role == "manager")
+            .await
+        {
+            Ok(()) => run.progress.info(&format!(
+                "removed stale {} member {} ({})",
+                orch.kind(),
+                m.hostname,
+                m.id
+            )),
+            Err(e) => run.progress.info(&format!(
+                "could not remove stale {} member {}: {e}",
+                orch.kind(),
+                m.hostname
+            )),
         }
     }
 }

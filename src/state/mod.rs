@@ -8,4 +8,4 @@ pub mod store;
 pub use journal::{Journal, Phase};
 pub use lock::{DeploymentLock, LockError};
 pub use model::*;
-pub use store::{cache_dir, resolve_home, Home, StoreError};
+pub use store::{cache_dir, resolve_home, write_atomic, Home, StoreError};

@@ -165,8 +165,20 @@ pub fn cluster_ports(cluster: &str) -> Vec<PortRule> {
             r("tcp", 2379, 2380),
             r("tcp", 10250, 10259),
             r("tcp", 30000, 32767),
+            // flannel's VXLAN and calico's BGP (the two CNIs flotilla knows by name).
+            r("udp", 8472, 8472),
+            r("tcp", 179, 179),
         ],
-        "mesos" => vec![r("tcp", 5050, 5051), r("tcp", 2181, 2181)],
+        "mesos" => vec![
+            r("tcp", 5050, 5051),
+            // ZooKeeper clients, followers, elections.
+            r("tcp", 2181, 2181),
+            r("tcp", 2888, 2888),
+            r("tcp", 3888, 3888),
+            // Marathon, and the port range agents offer to tasks.
+            r("tcp", 8080, 8080),
+            r("tcp", 31000, 32000),
+        ],
         _ => vec![],
     }
 }

@@ -65,6 +65,41 @@ pub struct DockerConfig {
     pub privileged: PrivilegeMode,
     #[serde(default)]
     pub docker_storage: DockerStorage,
+    /// Host folders bind-mounted into every node, `host_path:node_path[:ro]` (kind's
+    /// `extraMounts`): shared fixtures, caches, or a local package mirror.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+}
+
+/// One `mounts` entry taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub host: String,
+    pub node: String,
+    pub read_only: bool,
+}
+
+/// `host_path:node_path[:ro|:rw]`, both absolute.
+pub fn parse_mount(s: &str) -> Result<BindMount, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, node, read_only) = match parts.as_slice() {
+        [h, n] => (*h, *n, false),
+        [h, n, "ro"] => (*h, *n, true),
+        [h, n, "rw"] => (*h, *n, false),
+        _ => {
+            return Err(format!(
+                "`{s}`: write `host_path:node_path` or `host_path:node_path:ro`"
+            ))
+        }
+    };
+    if !host.starts_with('/') || !node.starts_with('/') {
+        return Err(format!("`{s}`: both paths must be absolute"));
+    }
+    Ok(BindMount {
+        host: host.into(),
+        node: node.into(),
+        read_only,
+    })
 }
 
 impl Default for DockerConfig {
@@ -78,6 +113,7 @@ impl Default for DockerConfig {
             subnet: default_subnet(),
             privileged: PrivilegeMode::Auto,
             docker_storage: DockerStorage::Volume,
+            mounts: Vec::new(),
         }
     }
 }
@@ -109,6 +145,36 @@ impl DockerConfig {
                 ),
             ));
         }
+        for (i, m) in self.mounts.iter().enumerate() {
+            match parse_mount(m) {
+                Err(e) => problems.push((format!("provider.mounts[{i}]"), e)),
+                Ok(b) if !std::path::Path::new(&b.host).exists() => problems.push((
+                    format!("provider.mounts[{i}]"),
+                    format!("host path {} does not exist", b.host),
+                )),
+                Ok(_) => {}
+            }
+        }
         problems
+    }
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn mounts_parse() {
+        assert_eq!(
+            parse_mount("/srv/a:/opt/a:ro"),
+            Ok(BindMount {
+                host: "/srv/a".into(),
+                node: "/opt/a".into(),
+                read_only: true
+            })
+        );
+        assert!(parse_mount("/srv/a:/opt/a").is_ok_and(|b| !b.read_only));
+        assert!(parse_mount("srv:/opt").is_err());
+        assert!(parse_mount("/srv:/opt:bad").is_err());
     }
 }

@@ -324,6 +324,22 @@ impl DockerProvider {
                 )]));
             }
         }
+        let binds: Vec<Mount> = self
+            .config
+            .mounts
+            .iter()
+            .filter_map(|m| config::parse_mount(m).ok())
+            .map(|b| Mount {
+                target: Some(b.node),
+                source: Some(b.host),
+                typ: Some(MountType::BIND),
+                read_only: Some(b.read_only),
+                ..Default::default()
+            })
+            .collect();
+        if !binds.is_empty() {
+            hc.mounts.get_or_insert_with(Vec::new).extend(binds);
+        }
         if privileged {
             hc.privileged = Some(true);
         } else {
