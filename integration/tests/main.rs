@@ -8,6 +8,7 @@ mod ec2;
 mod fault_matrix;
 mod heal_scale;
 mod kubernetes;
+mod mesos;
 mod openstack;
 mod static_hosts;
 mod validate_table;

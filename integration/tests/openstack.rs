@@ -432,18 +432,29 @@ fn openstack_heal_replaces_a_dead_server() {
 }
 
 #[test]
-fn openstack_kubernetes_blueprint_plans_against_the_cloud() {
+fn openstack_kubernetes_and_mesos_blueprints_plan_against_the_cloud() {
     let _one = exclusive_cloud();
     let home = Home::new();
-    let bp = repo_root().join("blueprints/openstack-kubernetes.yaml");
-    let s = sets("os-k8s-plan", &[]);
-    let mut args = up_args(bp.to_str().expect("utf8"), &s, &["-o", "json"]);
-    args[0] = "plan";
-    let plan = flotilla(&home, &args, "secret");
-    assert_eq!(plan.status.code(), Some(10), "plan: {}", stderr(&plan));
-    assert_eq!(
-        json(&plan)["machines"]["create"].as_array().map(Vec::len),
-        Some(3)
-    );
-    assert_eq!(inventory("os-k8s-plan"), empty(), "plan creates nothing");
+    for (file, nodes) in [
+        ("openstack-kubernetes.yaml", 3),
+        ("openstack-mesos.yaml", 6),
+    ] {
+        let bp = repo_root().join("blueprints").join(file);
+        let s = sets("os-plan", &[]);
+        let mut args = up_args(bp.to_str().expect("utf8"), &s, &["-o", "json"]);
+        args[0] = "plan";
+        let plan = flotilla(&home, &args, "secret");
+        assert_eq!(
+            plan.status.code(),
+            Some(10),
+            "plan {file}: {}",
+            stderr(&plan)
+        );
+        assert_eq!(
+            json(&plan)["machines"]["create"].as_array().map(Vec::len),
+            Some(nodes),
+            "{file}"
+        );
+        assert_eq!(inventory("os-plan"), empty(), "plan creates nothing");
+    }
 }

@@ -71,11 +71,11 @@ fn cases() -> Vec<Case> {
             line: Some(5),
         },
         Case {
-            what: "cluster kind not available yet",
-            text: with("kind: swarm", "kind: mesos"),
+            what: "mesos version not a version",
+            text: with("kind: swarm", "kind: mesos\n  version: one"),
             args: &[],
-            expect: &["cluster.kind", "not available in this version"],
-            line: Some(5),
+            expect: &["cluster.version", "not a Mesos version"],
+            line: Some(6),
         },
         Case {
             what: "misspelt group field",

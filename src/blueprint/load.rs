@@ -973,15 +973,7 @@ fn check_cluster(ctx: &mut Ctx, raw: RawCluster) -> Option<ClusterConfig> {
         }
         Some("swarm") => ClusterKind::Swarm,
         Some("kubernetes") => ClusterKind::Kubernetes,
-        Some("mesos") => {
-            let loc = ctx.index.value("cluster.kind");
-            ctx.push(
-                loc,
-                "cluster.kind",
-                "the `mesos` driver is not available in this version of flotilla yet; available: swarm, kubernetes, none",
-            );
-            return None;
-        }
+        Some("mesos") => ClusterKind::Mesos,
         Some("none") => ClusterKind::None,
         Some(k) => {
             let loc = ctx.index.value("cluster.kind");

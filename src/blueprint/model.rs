@@ -175,6 +175,11 @@ pub struct MesosOptions {
     pub marathon: bool,
     /// Image of Marathon (default `mesosphere/marathon:v1.5.2`).
     pub marathon_image: Option<String>,
+    /// Run the agent container `--privileged` (default true: the Mesos containerizer manages
+    /// cgroups). `false` runs it with Docker's default capabilities (Docker containerizer only),
+    /// for hosts that cannot grant privileged containers (nested container hosts, like the test
+    /// bed's).
+    pub agent_privileged: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

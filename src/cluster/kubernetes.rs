@@ -153,14 +153,6 @@ struct NodeState {
     kubelet_conf: bool,
 }
 
-fn render(name: &str, template: &str, ctx: &tera::Context) -> Result<String, ClusterError> {
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
-    tera.add_raw_template(name, template)
-        .and_then(|_| tera.render(name, ctx))
-        .map_err(|e| ClusterError::Cluster(format!("template {name}: {e:?}")))
-}
-
 /// A file written on the node from a heredoc, mode 0600 (it may hold a join token).
 fn write_private(path: &str, content: &str) -> String {
     format!("umask 077; mkdir -p \"$(dirname {path})\"; cat > {path} <<'FLOTILLA_EOF'\n{content}\nFLOTILLA_EOF\n")
@@ -213,7 +205,7 @@ impl Kubernetes {
             "patch",
             &patch.map(|p| format!("1.{minor}.{p}")).unwrap_or_default(),
         );
-        let script = render("prepare.sh", PREPARE, &ctx)?;
+        let script = super::render_script("prepare.sh", PREPARE, &ctx)?;
         self.pool
             .run_ok(
                 &node.target,
@@ -288,7 +280,7 @@ impl Kubernetes {
                 .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into()),
         );
         ctx.insert("sans", &sans);
-        let config = render("init-config.yaml", INIT_CONFIG, &ctx)?;
+        let config = super::render_script("init-config.yaml", INIT_CONFIG, &ctx)?;
         let mut script = write_private("/etc/flotilla/kubeadm-init.yaml", &config);
         script.push_str(
             "kubeadm init --config /etc/flotilla/kubeadm-init.yaml --upload-certs >/var/log/flotilla-kubeadm-init.log 2>&1 \
@@ -370,7 +362,7 @@ impl Kubernetes {
         ctx.insert("node", &node.name);
         ctx.insert("advertise", &node.ip);
         ctx.insert("certificate_key", &certificate_key);
-        let config = render("join-config.yaml", JOIN_CONFIG, &ctx)?;
+        let config = super::render_script("join-config.yaml", JOIN_CONFIG, &ctx)?;
         let mut script = write_private("/etc/flotilla/kubeadm-join.yaml", &config);
         script.push_str(
             "kubeadm join --config /etc/flotilla/kubeadm-join.yaml >/var/log/flotilla-kubeadm-join.log 2>&1 \
@@ -602,14 +594,7 @@ impl Orchestrator for Kubernetes {
     }
 
     async fn members(&self, managers: &[ClusterNode]) -> Result<Vec<Member>, ClusterError> {
-        let mut last = None;
-        for m in managers {
-            match self.members_via(m).await {
-                Ok(ms) => return Ok(ms),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| ClusterError::Cluster("no control-plane node to ask".into())))
+        super::ask_managers(managers, |m| self.members_via(m)).await
     }
 
     async fn remove(
@@ -720,6 +705,47 @@ impl Orchestrator for Kubernetes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sh_n(script: &str) {
+        let dir = tempfile::tempdir().expect("dir");
+        let f = dir.path().join("s.sh");
+        std::fs::write(&f, script).expect("write");
+        let out = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&f)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn prepare_script_renders_and_parses() {
+        let mut ctx = tera::Context::new();
+        ctx.insert("minor", "1.31");
+        ctx.insert("patch", "1.31.2");
+        let s = super::super::render_script("prepare.sh", PREPARE, &ctx).expect("render");
+        assert!(s.contains("flotilla_retry()"), "retry helper included");
+        assert!(s.contains("pkgs.k8s.io/core:/stable:/v$want/deb/"));
+        sh_n(&s);
+        let mut ctx = tera::Context::new();
+        ctx.insert("api", "v1beta4");
+        ctx.insert("api_server", "10.0.0.5:6443");
+        ctx.insert("token", "abcdef.0123456789abcdef");
+        ctx.insert("ca_hash", "sha256:00");
+        ctx.insert("node", "control-plane-2");
+        ctx.insert("advertise", "10.0.0.6");
+        ctx.insert("certificate_key", &Some("ff".repeat(32)));
+        let j = super::super::render_script("join-config.yaml", JOIN_CONFIG, &ctx).expect("join");
+        assert!(
+            j.contains("controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: \"10.0.0.6\""),
+            "{j}"
+        );
+        sh_n(&write_private("/etc/flotilla/kubeadm-join.yaml", &j));
+    }
 
     #[test]
     fn versions() {

@@ -2,6 +2,7 @@
 //! and Mesos behind one interface, so up/scale/heal/status do not care which.
 
 pub mod kubernetes;
+pub mod mesos;
 pub mod swarm;
 
 use crate::docker::SwarmLocal;
@@ -110,6 +111,34 @@ pub trait Orchestrator: Send + Sync {
     async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError>;
 }
 
+/// Renders one of the cluster templates (tera; they may `{% include "retry.sh" %}`).
+fn render_script(name: &str, template: &str, ctx: &tera::Context) -> Result<String, ClusterError> {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.add_raw_templates(vec![
+        ("retry.sh", crate::docker::install::RETRY),
+        (name, template),
+    ])
+    .and_then(|_| tera.render(name, ctx))
+    .map_err(|e| ClusterError::Cluster(format!("template {name}: {e:?}")))
+}
+
+/// The first answer any of the managers gives (they are tried in order), or the last error.
+async fn ask_managers<'a, T, F, Fut>(managers: &'a [ClusterNode], ask: F) -> Result<T, ClusterError>
+where
+    F: Fn(&'a ClusterNode) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let mut last = None;
+    for m in managers {
+        match ask(m).await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClusterError::Cluster("no manager node to ask".into())))
+}
+
 /// The blueprint's orchestrator, or None for `cluster.kind: none`.
 pub fn for_blueprint(
     bp: &crate::blueprint::Blueprint,
@@ -125,7 +154,14 @@ pub fn for_blueprint(
                 .unwrap_or(crate::blueprint::KUBERNETES_DEFAULT_VERSION),
             bp.kubernetes.clone(),
         ))),
-        ClusterKind::Mesos => None,
+        ClusterKind::Mesos => Some(Box::new(mesos::Mesos::new(
+            pool,
+            &bp.name,
+            bp.cluster_version
+                .as_deref()
+                .unwrap_or(crate::blueprint::MESOS_DEFAULT_VERSION),
+            bp.mesos.clone(),
+        ))),
         ClusterKind::None => None,
     }
 }

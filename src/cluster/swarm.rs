@@ -392,14 +392,7 @@ impl Orchestrator for Swarm {
     }
 
     async fn members(&self, managers: &[ClusterNode]) -> Result<Vec<Member>, ClusterError> {
-        let mut last = None;
-        for m in managers {
-            match self.members_via(m).await {
-                Ok(ms) => return Ok(ms),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| ClusterError::Cluster("no manager to ask".into())))
+        super::ask_managers(managers, |m| self.members_via(m)).await
     }
 
     async fn remove(

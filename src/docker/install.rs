@@ -10,6 +10,7 @@ pub const OFFLINE_DIR: &str = "/var/cache/flotilla/packages";
 
 const COMMON: &str = include_str!("../../templates/docker-install/common.sh");
 const START: &str = include_str!("../../templates/docker-install/start.sh");
+pub const RETRY: &str = include_str!("../../templates/retry.sh");
 const DEBIAN: &str = include_str!("../../templates/docker-install/debian.sh");
 const RHEL: &str = include_str!("../../templates/docker-install/rhel.sh");
 const ALPINE: &str = include_str!("../../templates/docker-install/alpine.sh");
@@ -72,6 +73,7 @@ pub fn install_script(family: Family, cfg: &DockerInstallConfig) -> Result<Strin
     tera.autoescape_on(vec![]);
     let (name, body) = family.template();
     tera.add_raw_templates(vec![
+        ("retry.sh", RETRY),
         ("common.sh", COMMON),
         ("start.sh", START),
         (name, body),

@@ -192,11 +192,14 @@ pub fn live_managers(
             })
         })
         .filter_map(|r| {
-            Some(crate::cluster::ClusterNode::bare(
-                &r.name,
-                r.role,
-                target_of(r, &user, bp.ssh.port)?,
-            ))
+            let target = target_of(r, &user, bp.ssh.port)?;
+            let mut node = crate::cluster::ClusterNode::bare(&r.name, r.role, target);
+            // The address the cluster knows it by (Mesos masters are asked over HTTP on it).
+            node.ip = r
+                .private_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| node.target.address.clone());
+            Some(node)
         })
         .collect()
 }

@@ -2,14 +2,7 @@
 # Node preparation for kubeadm {{ minor }}: runtime, kernel settings, swap, packages. Idempotent:
 # a node already prepared for this version only answers the version check.
 set -eu
-flotilla_retry() {
-  n=0
-  until "$@"; do
-    n=$((n + 1))
-    if [ "$n" -ge 5 ]; then echo "flotilla: giving up after $n attempts: $*" >&2; return 1; fi
-    sleep $((n * 2))
-  done
-}
+{% include "retry.sh" %}
 want="{{ minor }}"
 pin="{{ patch }}"
 have=$(kubeadm version -o short 2>/dev/null || true)
