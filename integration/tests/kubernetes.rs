@@ -75,13 +75,24 @@ impl Shim {
 }
 
 fn blueprint(home: &Home, shim: &Shim, name: &str, subnet: &str) -> PathBuf {
+    blueprint_with(home, shim, name, subnet, 1, "")
+}
+
+fn blueprint_with(
+    home: &Home,
+    shim: &Shim,
+    name: &str,
+    subnet: &str,
+    managers: u32,
+    extra_k8s: &str,
+) -> PathBuf {
     home.write(
         &format!("{name}.yaml"),
         &format!(
             "name: {name}\nprovider:\n  kind: docker\n  image: {img}\n  subnet: {subnet}\n  mounts:\n    - {dir}:/var/lib/k8s-shim\n\
-             cluster:\n  kind: kubernetes\n  version: \"1.31\"\n  kubernetes:\n    pod_cidr: 10.198.128.0/18\n\
+             cluster:\n  kind: kubernetes\n  version: \"1.31\"\n  kubernetes:\n    pod_cidr: 10.198.128.0/18\n{extra_k8s}\
              docker:\n  method: preinstalled\nhealth:\n  unhealthy_grace: 0s\n\
-             groups:\n  managers:\n    role: manager\n    count: 1\n  workers:\n    role: worker\n    count: 2\n    labels:\n      tier: app\n",
+             groups:\n  managers:\n    role: manager\n    count: {managers}\n  workers:\n    role: worker\n    count: 2\n    labels:\n      tier: app\n",
             img = shim_image(),
             dir = shim.path().display()
         ),
@@ -268,4 +279,95 @@ fn kubernetes_transcript_up_rerun_scale_heal_down() {
     assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
     let (c, v, n) = crate::common::labelled(name);
     assert!(c.is_empty() && v.is_empty() && n.is_empty());
+}
+
+#[test]
+fn kubernetes_ha_control_plane_joins_one_at_a_time_and_heals_etcd() {
+    require_docker();
+    let home = Home::new();
+    let shim = Shim::new();
+    let name = "it-k8s-ha";
+    let _scrub = crate::common::Scrub::new(name);
+    let bp = blueprint_with(
+        &home,
+        &shim,
+        name,
+        "10.198.32.0/24",
+        3,
+        "    control_plane_endpoint: k8s-api.example.test\n",
+    );
+    let bp = bp.to_str().expect("utf8");
+    let up = home.run(&["up", bp, "-o", "json"]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    // One token and one certificate key for the whole run; control-plane joins carry the key.
+    assert_eq!(shim.lines("tokens").len(), 1);
+    assert_eq!(shim.lines("cert-keys").len(), 1);
+    let t = shim.transcript("managers-1");
+    let upload = t
+        .iter()
+        .position(|l| l == "kubeadm init phase upload-certs --upload-certs")
+        .unwrap_or_else(|| panic!("no upload-certs: {t:#?}"));
+    let token = t
+        .iter()
+        .position(|l| l == "kubeadm token create --print-join-command --ttl 1h")
+        .expect("token");
+    assert!(token < upload, "{t:#?}");
+    // Control-plane nodes joined one after the other, before the workers (order of `joins`).
+    let joined: Vec<String> = shim
+        .lines("joins")
+        .iter()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert_eq!(&joined[..2], ["managers-2", "managers-3"], "{joined:?}");
+    assert_eq!(
+        shim.lines("etcd-members"),
+        vec!["managers-1", "managers-2", "managers-3"]
+    );
+    let init = std::fs::read_to_string(shim.path().join("init-config.yaml")).expect("init");
+    assert!(
+        init.contains("controlPlaneEndpoint: \"k8s-api.example.test:6443\""),
+        "{init}"
+    );
+    assert!(
+        init.contains("- \"k8s-api.example.test\""),
+        "the endpoint is a SAN: {init}"
+    );
+    let kc = std::fs::read_to_string(home.path().join(format!("deployments/{name}/kubeconfig")))
+        .expect("kubeconfig");
+    assert!(
+        kc.contains("server: https://k8s-api.example.test:6443"),
+        "{kc}"
+    );
+
+    // A control-plane node dies: its Node and its etcd member are removed through a live one,
+    // and a replacement joins as a control-plane node.
+    std::fs::create_dir_all(shim.path().join("notready")).expect("dir");
+    std::fs::write(shim.path().join("notready/managers-2"), "").expect("mark");
+    docker_ok(&["stop", "-t", "0", &format!("flotilla-{name}-managers-2")]);
+    shim.clear_transcripts();
+    let heal = home.run(&["heal", name, "-o", "json"]);
+    assert_eq!(heal.status.code(), Some(0), "heal: {}", stderr(&heal));
+    let h = json(&heal);
+    assert_eq!(h["replaced"], serde_json::json!(["managers-2"]), "{h}");
+    let via: Vec<String> = ["managers-1", "managers-3"]
+        .iter()
+        .flat_map(|m| shim.transcript(m))
+        .filter(|l| l.contains("etcdctl"))
+        .collect();
+    assert!(
+        via.iter().any(|l| l.ends_with("member list"))
+            && via.iter().any(|l| l.contains("member remove")),
+        "{via:#?}"
+    );
+    let members = shim.lines("etcd-members");
+    assert!(!members.contains(&"managers-2".to_string()), "{members:?}");
+    assert_eq!(
+        members.len(),
+        3,
+        "the replacement is an etcd member: {members:?}"
+    );
+    let st = json(&home.run(&["status", name, "-o", "json"]));
+    assert_eq!(st["healthy"], true, "{st}");
+    let down = home.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
 }

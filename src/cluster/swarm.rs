@@ -46,6 +46,23 @@ fn parse_members(out: &str) -> Vec<Member> {
         .collect()
 }
 
+/// Every wanted member listed, Ready and Active (or why not).
+fn all_ready(want: &[String], ms: &[Member]) -> Result<(), String> {
+    for id in want {
+        match ms.iter().find(|m| &m.id == id) {
+            Some(m) if m.status == "ready" && m.availability == "active" => {}
+            Some(m) => {
+                return Err(format!(
+                    "{} ({}) is {}/{}",
+                    m.hostname, m.id, m.status, m.availability
+                ))
+            }
+            None => return Err(format!("member {id} not listed")),
+        }
+    }
+    Ok(())
+}
+
 impl Swarm {
     pub fn new(pool: Arc<SshPool>, options: SwarmOptions) -> Self {
         Self {
@@ -152,7 +169,21 @@ impl Swarm {
     where
         F: Fn(&[Member]) -> Result<(), String>,
     {
-        let deadline = Instant::now() + self.settle_timeout;
+        self.wait_members_for(via, what, self.settle_timeout, check)
+            .await
+    }
+
+    async fn wait_members_for<F>(
+        &self,
+        via: &ClusterNode,
+        what: &str,
+        timeout: Duration,
+        check: F,
+    ) -> Result<Vec<Member>, ClusterError>
+    where
+        F: Fn(&[Member]) -> Result<(), String>,
+    {
+        let deadline = Instant::now() + timeout;
         let mut delay = Duration::from_millis(300);
         loop {
             let members = self.members_via(via).await?;
@@ -161,7 +192,7 @@ impl Swarm {
                 Err(why) if Instant::now() + delay > deadline => {
                     return Err(ClusterError::Cluster(format!(
                         "{what}: still not true after {}s: {why}",
-                        self.settle_timeout.as_secs()
+                        timeout.as_secs()
                     )))
                 }
                 Err(_) => {
@@ -170,6 +201,90 @@ impl Swarm {
                 }
             }
         }
+    }
+
+    /// Nodes the swarm still reports Down although their engine runs: nudge each engine (a
+    /// daemon call makes a stalled agent reconnect), wait a little, and make a worker that is
+    /// still Down leave and join again as a new member (its old entry removed). Managers are not
+    /// re-joined automatically: that touches the raft membership and is left to the operator.
+    async fn recover_stuck(
+        &self,
+        nodes: &[ClusterNode],
+        leader: &ClusterNode,
+        ids: &mut BTreeMap<String, String>,
+        report: &mut ConvergeReport,
+    ) -> Result<(), ClusterError> {
+        let down = |ms: &[Member], ids: &BTreeMap<String, String>| -> Vec<String> {
+            nodes
+                .iter()
+                .filter(|n| n.name != leader.name)
+                .filter(|n| {
+                    ids.get(&n.name)
+                        .is_some_and(|id| ms.iter().any(|m| &m.id == id && m.status != "ready"))
+                })
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        let members = self.members_via(leader).await?;
+        let stuck = down(&members, ids);
+        for name in &stuck {
+            let Some(n) = nodes.iter().find(|n| &n.name == name) else {
+                continue;
+            };
+            tracing::warn!(node = %name, "the swarm reports the node Down although its engine runs; nudging it");
+            let _ = self
+                .pool
+                .run(
+                    &n.target,
+                    "nudge swarm agent",
+                    "docker ps >/dev/null 2>&1; docker info >/dev/null 2>&1; true",
+                    Some(Duration::from_secs(30)),
+                )
+                .await;
+        }
+        if stuck.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let members = self.members_via(leader).await?;
+        let still = down(&members, ids);
+        let workers: Vec<&ClusterNode> = nodes
+            .iter()
+            .filter(|n| still.contains(&n.name) && n.role == Role::Worker)
+            .collect();
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let (worker_token, _) = self.tokens(leader).await?;
+        for n in workers {
+            tracing::warn!(node = %n.name, "still Down: leaving and joining the swarm again");
+            let _ = self
+                .pool
+                .run(
+                    &n.target,
+                    "docker swarm leave",
+                    "docker swarm leave --force >/dev/null 2>&1 || true",
+                    Some(Duration::from_secs(60)),
+                )
+                .await;
+            if let Some(old) = ids.get(&n.name) {
+                self.pool
+                    .run_ok(
+                        &leader.target,
+                        "docker node rm",
+                        &format!(
+                            "docker node rm --force {} >/dev/null 2>&1 || true",
+                            shell_quote(old)
+                        ),
+                        Some(Duration::from_secs(60)),
+                    )
+                    .await?;
+            }
+            let id = self.join(n, &worker_token, &leader.ip).await?;
+            ids.insert(n.name.clone(), id);
+            report.joined.push(n.name.clone());
+        }
+        Ok(())
     }
 
     async fn detect_ipvs(&self, node: &ClusterNode) -> Option<bool> {
@@ -329,25 +444,28 @@ impl Orchestrator for Swarm {
             ids.insert(leader.name.clone(), out.trim().to_string());
         }
 
-        // 4. Every node Ready/Active.
+        // 4. Every node Ready/Active. A restarted node's engine sometimes does not reconnect to
+        //    the managers by itself (moby/swarmkit#2868): after a first bounded wait, such nodes
+        //    are nudged once, and a worker still Down after that leaves and joins afresh.
         let want: Vec<String> = ids.values().cloned().collect();
-        let members = self
-            .wait_members(&leader, "all nodes Ready and Active", |ms| {
-                for id in &want {
-                    match ms.iter().find(|m| &m.id == id) {
-                        Some(m) if m.status == "ready" && m.availability == "active" => {}
-                        Some(m) => {
-                            return Err(format!(
-                                "{} ({}) is {}/{}",
-                                m.hostname, m.id, m.status, m.availability
-                            ))
-                        }
-                        None => return Err(format!("member {id} not listed")),
-                    }
-                }
-                Ok(())
+        let first_wait = self.settle_timeout / 3;
+        let members = match self
+            .wait_members_for(&leader, "all nodes Ready and Active", first_wait, |ms| {
+                all_ready(&want, ms)
             })
-            .await?;
+            .await
+        {
+            Ok(ms) => ms,
+            Err(_) => {
+                self.recover_stuck(nodes, &leader, &mut ids, &mut report)
+                    .await?;
+                let want: Vec<String> = ids.values().cloned().collect();
+                self.wait_members(&leader, "all nodes Ready and Active", |ms| {
+                    all_ready(&want, ms)
+                })
+                .await?
+            }
+        };
 
         // 5. Labels from the blueprint (only missing or different ones are written).
         for n in nodes {

@@ -6,7 +6,7 @@ use super::{build_provider, journal, recorded_blueprint};
 use crate::cluster::ClusterNode;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::state::{DeploymentLock, Home, Journal, Phase};
+use crate::state::{Home, Journal, Phase};
 use flotilla_provider_core::{MachineId, Ownership};
 use serde::Serialize;
 use serde_json::json;
@@ -27,10 +27,7 @@ pub async fn down(
     wait_lock: Option<Duration>,
 ) -> Result<DownReport> {
     let dir = home.deployment_dir(name);
-    if !dir.join("state.json").exists() {
-        return Err(crate::state::StoreError::NotFound(name.to_string()).into());
-    }
-    let _lock = DeploymentLock::acquire(&dir, name, "down", wait_lock)?;
+    let _lock = super::lock_existing(home, name, "down", wait_lock)?;
     let state = home.load_existing(name)?;
     let bp = recorded_blueprint(&state)?;
     let run = crate::util::new_run_token();

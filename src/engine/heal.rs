@@ -13,7 +13,7 @@ use crate::blueprint::MaxUnhealthy;
 use crate::cluster::Member;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::state::{DeploymentLock, Home, Journal, NodePhase, Phase};
+use crate::state::{Home, Journal, NodePhase, Phase};
 use crate::util::now_rfc3339;
 use flotilla_provider_core::{NodeState, Ownership};
 use serde::Serialize;
@@ -111,13 +111,13 @@ pub async fn heal(
     opts: &HealOptions,
 ) -> Result<HealReport> {
     let dir = home.deployment_dir(name);
-    if !dir.join("state.json").exists() {
-        return Err(crate::state::StoreError::NotFound(name.to_string()).into());
-    }
     let _lock = if opts.dry_run {
+        if !dir.join("state.json").exists() {
+            return Err(crate::state::StoreError::NotFound(name.to_string()).into());
+        }
         None
     } else {
-        Some(DeploymentLock::acquire(&dir, name, "heal", opts.wait_lock)?)
+        Some(super::lock_existing(home, name, "heal", opts.wait_lock)?)
     };
     let mut state = home.load_existing(name)?;
     let bp = effective_blueprint(&state)?;

@@ -130,3 +130,22 @@ pub fn role_order(r: Role) -> u8 {
         Role::Worker => 1,
     }
 }
+
+/// Takes the lock of an existing deployment. An `up` that holds the lock may not have written the
+/// state yet: the caller then hears "locked", not "not found".
+pub fn lock_existing(
+    home: &crate::state::Home,
+    name: &str,
+    command: &str,
+    wait: Option<std::time::Duration>,
+) -> Result<crate::state::DeploymentLock> {
+    let dir = home.deployment_dir(name);
+    if !dir.is_dir() {
+        return Err(crate::state::StoreError::NotFound(name.to_string()).into());
+    }
+    let lock = crate::state::DeploymentLock::acquire(&dir, name, command, wait)?;
+    if !dir.join("state.json").exists() {
+        return Err(crate::state::StoreError::NotFound(name.to_string()).into());
+    }
+    Ok(lock)
+}

@@ -18,20 +18,29 @@ fi
 
 # Kernel modules and sysctls kubeadm's preflight checks want (bridged traffic through iptables).
 mkdir -p /etc/modules-load.d /etc/sysctl.d /etc/flotilla
-printf 'overlay\nbr_netfilter\n' > /etc/modules-load.d/flotilla-kubernetes.conf
-for m in overlay br_netfilter; do
-  modprobe "$m" 2>/dev/null || echo "flotilla: warning: cannot load kernel module $m (kubeadm preflight will say whether it matters)" >&2
-done
-cat > /etc/sysctl.d/99-flotilla-kubernetes.conf <<'SYSCTL'
+in_container=""
+if [ -f /.dockerenv ] || [ -f /run/.containerenv ] || grep -qa 'container=' /proc/1/environ 2>/dev/null; then
+  # A node that is a container shares the host's kernel: modules, swap and kernel settings
+  # belong to the host, and changing them from here would change them for everything on it.
+  in_container=1
+  echo "flotilla: container node: kernel modules, sysctls and swap are left to the host" >&2
+fi
+if [ -z "$in_container" ]; then
+  printf 'overlay\nbr_netfilter\n' > /etc/modules-load.d/flotilla-kubernetes.conf
+  for m in overlay br_netfilter; do
+    modprobe "$m" 2>/dev/null || echo "flotilla: warning: cannot load kernel module $m (kubeadm preflight will say whether it matters)" >&2
+  done
+  cat > /etc/sysctl.d/99-flotilla-kubernetes.conf <<'SYSCTL'
 net.bridge.bridge-nf-call-iptables  = 1
 net.bridge.bridge-nf-call-ip6tables = 1
 net.ipv4.ip_forward                 = 1
 SYSCTL
-sysctl --system >/dev/null 2>&1 || echo "flotilla: warning: sysctl --system failed (read-only /proc/sys?)" >&2
+  sysctl --system >/dev/null 2>&1 || echo "flotilla: warning: sysctl --system failed (read-only /proc/sys?)" >&2
 
-# The kubelet refuses to run with swap on (unless configured otherwise): off now and at boot.
-swapoff -a 2>/dev/null || true
-[ -f /etc/fstab ] && sed -i.flotilla-bak '/^[^#].*[[:space:]]swap[[:space:]]/ s/^/#/' /etc/fstab
+  # The kubelet refuses to run with swap on (unless configured otherwise): off now and at boot.
+  swapoff -a 2>/dev/null || true
+  if [ -f /etc/fstab ]; then sed -i.flotilla-bak '/^[^#].*[[:space:]]swap[[:space:]]/ s/^/#/' /etc/fstab; fi
+fi
 
 # Container runtime: the containerd that came with Docker, with its CRI plugin on and the systemd
 # cgroup driver (the kubelet's default since 1.22). Docker itself keeps working next to it.
