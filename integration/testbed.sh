@@ -30,7 +30,7 @@ start() {
     setsid /usr/sbin/dockerd \
       --data-root "$TB_DIR/data" --exec-root "$TB_DIR/exec" --pidfile "$TB_DIR/dockerd.pid" \
       -H "unix://$SOCK" --bridge=none --iptables=false --ip-masq=false \
-      --storage-driver=overlay2 >"$TB_DIR/logs/dockerd.log" 2>&1 </dev/null &
+      --storage-driver=overlay2 >>"$TB_DIR/logs/dockerd.log" 2>&1 </dev/null &
     for _ in $(seq 1 150); do
       DOCKER_HOST="unix://$SOCK" /usr/bin/docker version >/dev/null 2>&1 && break
       sleep 0.2

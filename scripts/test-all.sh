@@ -26,14 +26,23 @@ need_root() {
 
 begin "install packages"
 need_root
-PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps mariadb-server rabbitmq-server jq curl"
+PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps mariadb-server rabbitmq-server jq curl prometheus-alertmanager"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   echo "installing:$missing"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
-  apt-get install -y -q $missing >/dev/null
+  # The tests start their own instances (own ports, own data dirs) and stop them by pid: keep the
+  # packages' services from starting system-wide on a systemd machine.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  rc=0
+  apt-get install -y -q $missing >/dev/null || rc=$?
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || { echo "apt-get install failed ($rc)" >&2; exit "$rc"; }
 else
   echo "all present: $PKGS"
 fi

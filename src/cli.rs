@@ -71,6 +71,19 @@ pub enum Command {
     },
     /// The blueprint's outputs for a deployment (plus `kubeconfig` for Kubernetes).
     Outputs { deployment: String },
+    /// Serve the engine over HTTP: API (bearer token), Alertmanager webhook, Prometheus metrics.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8750")]
+        listen: std::net::SocketAddr,
+        /// File holding the API token (created 0600 with a new token when missing);
+        /// default `<home>/api-token`.
+        #[arg(long)]
+        token_file: Option<std::path::PathBuf>,
+        /// Requests running longer are answered 408.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15m")]
+        request_timeout: std::time::Duration,
+    },
     /// Path of a Kubernetes deployment's admin kubeconfig: `export KUBECONFIG=$(flotilla kubeconfig NAME)`.
     Kubeconfig { deployment: String },
     /// Open a shell (or run a command) on a node.

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod engine;
 pub mod error;
 pub mod progress;
+pub mod serve;
 pub mod ssh;
 pub mod state;
 pub mod util;

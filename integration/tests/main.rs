@@ -10,5 +10,6 @@ mod heal_scale;
 mod kubernetes;
 mod mesos;
 mod openstack;
+mod serve;
 mod static_hosts;
 mod validate_table;

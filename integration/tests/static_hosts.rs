@@ -140,6 +140,37 @@ fn static_hosts_get_docker_and_a_second_up_only_probes() {
     let bp = bp.to_str().expect("utf8").to_string();
 
     let first = home.run(&["up", &bp]);
+    if first.status.code() != Some(0) {
+        // Seen once in CI ("No route to host" to a running host): say what the host looked like.
+        let ps = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=it-static",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ]);
+        let net = docker(&[
+            "network",
+            "inspect",
+            NET,
+            "--format",
+            "{{json .Containers}}",
+        ]);
+        let route = Command::new("ip")
+            .args(["route", "get", HOSTS[1].1])
+            .output();
+        let neigh = Command::new("ip")
+            .args(["neigh", "show", "to", HOSTS[1].1])
+            .output();
+        eprintln!(
+            "diagnostics:\n{}\n{}\n{:?}\n{:?}",
+            stdout(&ps),
+            stdout(&net),
+            route.map(|o| stdout(&o)),
+            neigh.map(|o| stdout(&o))
+        );
+    }
     assert_eq!(first.status.code(), Some(0), "first up: {}", stderr(&first));
     for (name, _) in HOSTS {
         let v = docker(&[

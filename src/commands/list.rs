@@ -1,21 +1,8 @@
 use crate::error::Result;
 use crate::state::Home;
-use serde_json::json;
 
 pub fn run(home: &Home, json: bool) -> Result<i32> {
-    let mut rows = Vec::new();
-    for name in home.list()? {
-        let s = home.load_existing(&name)?;
-        let last = s.runs.last();
-        rows.push(json!({
-            "deployment": name,
-            "provider": s.provider,
-            "cluster": s.cluster.kind,
-            "nodes": s.nodes.len(),
-            "updated_at": s.updated_at,
-            "last_run": last.map(|r| json!({"command": r.command, "started_at": r.started_at, "outcome": r.outcome})),
-        }));
-    }
+    let rows = crate::engine::status::deployments(home)?;
     if json {
         super::print_json(&rows);
     } else if rows.is_empty() {

@@ -28,6 +28,23 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Status { deployment } => status::run(&home, deployment.as_deref(), json).await,
         Command::Outputs { deployment } => outputs::run(&home, &deployment, json),
         Command::Kubeconfig { deployment } => outputs::kubeconfig(&home, &deployment, json),
+        Command::Serve {
+            listen,
+            token_file,
+            request_timeout,
+        } => {
+            let token_file = token_file.unwrap_or_else(|| home.root.join("api-token"));
+            crate::serve::run(
+                home,
+                crate::serve::ServeOptions {
+                    listen,
+                    token_file,
+                    request_timeout,
+                },
+            )
+            .await?;
+            Ok(0)
+        }
         Command::Ssh {
             deployment,
             node,

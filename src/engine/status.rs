@@ -164,3 +164,21 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
         routing_mesh: state.cluster.routing_mesh,
     })
 }
+
+/// One row per deployment under the home: name, provider, cluster, node count, last run.
+pub fn deployments(home: &Home) -> Result<Vec<serde_json::Value>> {
+    let mut rows = Vec::new();
+    for name in home.list()? {
+        let s = home.load_existing(&name)?;
+        let last = s.runs.last();
+        rows.push(serde_json::json!({
+            "deployment": name,
+            "provider": s.provider,
+            "cluster": s.cluster.kind,
+            "nodes": s.nodes.len(),
+            "updated_at": s.updated_at,
+            "last_run": last.map(|r| serde_json::json!({"command": r.command, "started_at": r.started_at, "outcome": r.outcome})),
+        }));
+    }
+    Ok(rows)
+}
