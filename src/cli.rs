@@ -86,6 +86,29 @@ pub enum Command {
     },
     /// Path of a Kubernetes deployment's admin kubeconfig: `export KUBECONFIG=$(flotilla kubeconfig NAME)`.
     Kubeconfig { deployment: String },
+    /// Every container on the deployment's nodes, with the tool that owns it.
+    Ps {
+        deployment: String,
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Stop one container on a node (containers flotilla did not create need --yes).
+    Stop {
+        deployment: String,
+        node: String,
+        container: String,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Kill one container on a node (containers flotilla did not create need --yes).
+    Kill {
+        deployment: String,
+        node: String,
+        container: String,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Open a shell (or run a command) on a node.
     Ssh {
         deployment: String,

@@ -260,6 +260,103 @@ fn mesos_with_a_real_zookeeper_ensemble_up_rerun_scale_heal_down() {
     assert_eq!(st["nodes"].as_array().map(Vec::len), Some(4));
     assert_eq!(st["healthy"], true, "{st}");
 
+    // 6. `ps` on agents-2: the agent flotilla runs, a swarm service task and a container started
+    //    by hand, each with its owner; stop/kill only touch another tool's container with --yes.
+    let on = |args: &[&str]| {
+        let mut a = vec!["ssh", name, "agents-2", "--"];
+        a.extend_from_slice(args);
+        let o = home.run(&a);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    on(&["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    on(&[
+        "docker",
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--no-resolve-image",
+        "--entrypoint",
+        "/bin/busybox",
+        "mesosphere/mesos-slave:1.7.1",
+        "sleep",
+        "600",
+    ]);
+    on(&[
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "by-hand",
+        "--entrypoint",
+        "/bin/busybox",
+        "mesosphere/mesos-slave:1.7.1",
+        "sleep",
+        "600",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rows = loop {
+        let ps = home.run(&["ps", name, "--node", "agents-2", "-o", "json"]);
+        assert_eq!(ps.status.code(), Some(0), "ps: {}", stderr(&ps));
+        let rows = json(&ps)["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if rows.iter().any(|r| r["owner"] == "swarm") || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    let owner = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        rows.iter()
+            .find(|r| pred(r))
+            .map(|r| r["owner"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        owner(&|r| r["name"] == "flotilla-mesos-agent").as_deref(),
+        Some("flotilla"),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        owner(&|r| r["name"] == "by-hand").as_deref(),
+        Some("unmanaged"),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        owner(&|r| r["detail"] == "service web").as_deref(),
+        Some("swarm"),
+        "{rows:#?}"
+    );
+    let refused = home.run(&["stop", name, "agents-2", "by-hand"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "another tool's container needs --yes"
+    );
+    assert!(
+        stderr(&refused).contains("not created by flotilla"),
+        "{}",
+        stderr(&refused)
+    );
+    let stopped = home.run(&["stop", name, "agents-2", "by-hand", "--yes"]);
+    assert_eq!(stopped.status.code(), Some(0), "{}", stderr(&stopped));
+    let killed = home.run(&["kill", name, "agents-2", "flotilla-mesos-agent"]);
+    assert_eq!(
+        killed.status.code(),
+        Some(0),
+        "flotilla's own container: {}",
+        stderr(&killed)
+    );
+    let ps = json(&home.run(&["ps", name, "--node", "agents-2", "-o", "json"]));
+    let state_of = |n: &str| {
+        ps["containers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == n))
+            .map(|r| r["state"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(state_of("by-hand").as_deref(), Some("exited"));
+
     let down = home.run(&["down", name, "--yes"]);
     assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
     let (c, v, n) = crate::common::labelled(name);

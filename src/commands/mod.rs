@@ -5,6 +5,7 @@ mod heal;
 mod list;
 mod outputs;
 mod plan;
+mod ps;
 mod scale;
 mod ssh;
 mod status;
@@ -27,6 +28,43 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Status { deployment } => status::run(&home, deployment.as_deref(), json).await,
         Command::Outputs { deployment } => outputs::run(&home, &deployment, json),
+        Command::Ps { deployment, node } => {
+            ps::run(&home, &deployment, node.as_deref(), json).await
+        }
+        Command::Stop {
+            deployment,
+            node,
+            container,
+            yes,
+        } => {
+            ps::signal(
+                &home,
+                &deployment,
+                &node,
+                &container,
+                crate::engine::ps::Signal::Stop,
+                yes,
+                json,
+            )
+            .await
+        }
+        Command::Kill {
+            deployment,
+            node,
+            container,
+            yes,
+        } => {
+            ps::signal(
+                &home,
+                &deployment,
+                &node,
+                &container,
+                crate::engine::ps::Signal::Kill,
+                yes,
+                json,
+            )
+            .await
+        }
         Command::Kubeconfig { deployment } => outputs::kubeconfig(&home, &deployment, json),
         Command::Serve {
             listen,

@@ -5,6 +5,7 @@ pub mod down;
 pub mod heal;
 pub mod nodes;
 pub mod plan;
+pub mod ps;
 pub mod scale;
 pub mod status;
 pub mod up;

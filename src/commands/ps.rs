@@ -1,0 +1,72 @@
+use crate::engine::ps::{ps, Signal};
+use crate::error::{exit, Error, Result};
+use crate::state::Home;
+
+pub async fn run(home: &Home, deployment: &str, node: Option<&str>, json: bool) -> Result<i32> {
+    let r = ps(home, deployment, node).await?;
+    if json {
+        super::print_json(&r);
+    } else {
+        println!(
+            "{:<14} {:<14} {:<28} {:<24} {:<9} {:<11} DETAIL",
+            "NODE", "CONTAINER ID", "NAME", "IMAGE", "STATE", "OWNER"
+        );
+        for c in &r.containers {
+            println!(
+                "{:<14} {:<14} {:<28} {:<24} {:<9} {:<11} {}",
+                c.node, c.id, c.name, c.image, c.state, c.owner, c.detail
+            );
+        }
+        for (n, why) in &r.unreachable {
+            println!("{n}: not asked ({why})");
+        }
+    }
+    Ok(if r.unreachable.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+/// Asks on a terminal; off a terminal, `--yes` is the only way to touch another tool's container.
+fn confirm(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "yes" | "Y")
+}
+
+pub async fn signal(
+    home: &Home,
+    deployment: &str,
+    node: &str,
+    container: &str,
+    how: Signal,
+    yes: bool,
+    json: bool,
+) -> Result<i32> {
+    let r = match crate::engine::ps::signal(home, deployment, node, container, how, yes).await {
+        Err(Error::Usage(why)) if !yes && why.contains("not created by flotilla") => {
+            if confirm(&format!("{why}\nGo ahead?")) {
+                crate::engine::ps::signal(home, deployment, node, container, how, true).await?
+            } else {
+                return Err(Error::Usage(why));
+            }
+        }
+        other => other?,
+    };
+    let verb = match how {
+        Signal::Stop => "stopped",
+        Signal::Kill => "killed",
+    };
+    if json {
+        super::print_json(&serde_json::json!({"node": node, verb: r}));
+    } else {
+        println!("{verb} {} ({}) on {node}; owner: {}", r.name, r.id, r.owner);
+    }
+    Ok(exit::OK)
+}
