@@ -109,6 +109,21 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Write a deployment (state, SSH key, pinned host keys, kubeconfig) to one 0600 tar archive.
+    Export {
+        deployment: String,
+        /// Archive to write (`-` for stdout).
+        #[arg(long, short = 'f')]
+        file: std::path::PathBuf,
+    },
+    /// Take over a deployment from an `export` archive (refuses to replace an existing one).
+    Import {
+        /// Archive to read (`-` for stdin).
+        file: std::path::PathBuf,
+        /// Replace an existing deployment of the same name.
+        #[arg(long)]
+        force: bool,
+    },
     /// Open a shell (or run a command) on a node.
     Ssh {
         deployment: String,

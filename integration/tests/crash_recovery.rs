@@ -109,3 +109,55 @@ fn killed_after_create_then_rerun_adopts_and_converges() {
     let (c, v, n) = labelled(DEPLOYMENT);
     assert!(c.is_empty() && v.is_empty() && n.is_empty());
 }
+
+#[test]
+fn export_then_import_in_another_home_keeps_control() {
+    crate::common::require_docker();
+    let a = Home::new();
+    let name = "it-move";
+    let _scrub = crate::common::Scrub::new(name);
+    let bp = crate::heal_scale::blueprint_pub(&a, name, "10.198.34.0/24", 1, "");
+    let up = a.run(&["up", &bp]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    let archive = a.path().join("it-move.tar");
+    let out = a.run(&["export", name, "--file", archive.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(0), "export: {}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&archive)
+            .expect("archive")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600,
+        "the archive holds the private key"
+    );
+
+    // Another operator machine: a fresh home takes the deployment over.
+    let b = Home::new();
+    let imp = b.run(&["import", archive.to_str().expect("utf8"), "-o", "json"]);
+    assert_eq!(imp.status.code(), Some(0), "import: {}", stderr(&imp));
+    assert_eq!(crate::common::json(&imp)["nodes"], 2);
+    let st = b.run(&["status", name, "-o", "json"]);
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "status from the new home: {}",
+        stderr(&st)
+    );
+    assert_eq!(crate::common::json(&st)["healthy"], true);
+    let again = b.run(&["import", archive.to_str().expect("utf8")]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing deployment is not overwritten"
+    );
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    let forced = b.run(&["import", archive.to_str().expect("utf8"), "--force"]);
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
+    // Full control moved: the new home takes it down.
+    let down = b.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    let (c, v, n) = crate::common::labelled(name);
+    assert!(c.is_empty() && v.is_empty() && n.is_empty());
+}

@@ -65,6 +65,56 @@ pub async fn run(cli: Cli) -> Result<i32> {
             )
             .await
         }
+        Command::Export { deployment, file } => {
+            let bytes = crate::engine::transfer::export(&home, &deployment)?;
+            if file.as_os_str() == "-" {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(&bytes)
+                    .map_err(|e| crate::error::Error::Other(format!("stdout: {e}")))?;
+            } else {
+                crate::engine::transfer::write_archive(&file, &bytes)?;
+                if json {
+                    print_json(
+                        &serde_json::json!({"deployment": deployment, "file": file, "bytes": bytes.len()}),
+                    );
+                } else {
+                    println!(
+                        "Exported `{deployment}` to {} ({} bytes, mode 0600: it holds the SSH private key).",
+                        file.display(),
+                        bytes.len()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Import { file, force } => {
+            let bytes = if file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                    .map_err(|e| crate::error::Error::Other(format!("stdin: {e}")))?;
+                b
+            } else {
+                std::fs::read(&file)
+                    .map_err(|e| crate::error::Error::Usage(format!("{}: {e}", file.display())))?
+            };
+            let r = crate::engine::transfer::import(&home, &bytes, force)?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "Imported `{}` ({} nodes){}.",
+                    r.deployment,
+                    r.nodes,
+                    if r.replaced_existing {
+                        ", replacing the existing state"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(0)
+        }
         Command::Kubeconfig { deployment } => outputs::kubeconfig(&home, &deployment, json),
         Command::Serve {
             listen,

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod ps;
 pub mod scale;
 pub mod status;
+pub mod transfer;
 pub mod up;
 
 use crate::blueprint::{Blueprint, ProviderConfig};
