@@ -13,3 +13,4 @@ mod openstack;
 mod serve;
 mod static_hosts;
 mod validate_table;
+mod workloads;

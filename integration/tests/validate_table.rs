@@ -327,6 +327,24 @@ fn cases() -> Vec<Case> {
             line: Some(4),
         },
         Case {
+            what: "container on an unknown group",
+            text: Some(format!(
+                "{BASE}containers:\n  web:\n    groups: [workerz]\n    image: {{repository: nginx}}\n"
+            )),
+            args: &[],
+            expect: &["containers.web.groups[0]", "did you mean `workers`"],
+            line: Some(15),
+        },
+        Case {
+            what: "container restart policy",
+            text: Some(format!(
+                "{BASE}containers:\n  web:\n    groups: [workers]\n    image: {{repository: nginx}}\n    restart: sometimes\n"
+            )),
+            args: &[],
+            expect: &["containers.web.restart", "unless-stopped"],
+            line: Some(17),
+        },
+        Case {
             what: "bad duration",
             text: Some(format!("{BASE}ssh:\n  connect_timeout: fast\n")),
             args: &[],

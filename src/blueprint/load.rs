@@ -8,6 +8,7 @@ use super::yaml_index::{Loc, YamlIndex};
 use flotilla_provider_core::Role;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Line range (0-based, end exclusive) of a top-level block such as `inputs:`.
@@ -88,6 +89,10 @@ pub fn serde_problem(
     }
     let msg = msg
         .replace("invalid type: ", "wrong type: ")
+        .replace(
+            "data did not match any variant of untagged enum ImageSource",
+            "expected `{repository: NAME, tag: TAG}` (tag defaults to latest) or `{src: PATH|URL, sha256: HASH}` (sha256 optional)",
+        )
         .replace(", expected", "; expected");
     (path, msg)
 }
@@ -588,6 +593,13 @@ fn check(
         None => Some(HealthConfig::default()),
     };
 
+    let containers = match take(root, "containers") {
+        Some(v) => ctx
+            .section::<BTreeMap<String, ContainerSpec>>(v, "containers")
+            .map(|c| check_containers(ctx, c, groups.as_deref().unwrap_or(&[]), path)),
+        None => Some(BTreeMap::new()),
+    };
+
     let outputs = check_outputs(ctx, outputs, groups.as_deref().unwrap_or(&[]), &inputs);
 
     Some(Blueprint {
@@ -605,6 +617,7 @@ fn check(
         mesos: cluster_cfg?.mesos,
         groups: groups?,
         health: health?,
+        containers: containers?,
         outputs,
         rendered,
     })
@@ -1113,4 +1126,115 @@ fn check_managers(ctx: &mut Ctx, groups: &[Group], cfg: &ClusterConfig) {
             format!("{managers} control-plane nodes need `control_plane_endpoint` (a load balancer or DNS name in front of them, `host[:port]`): kubeadm cannot add control-plane nodes without it"),
         );
     }
+}
+
+/// `containers:` entries: names usable as container names, groups that exist, a known restart
+/// policy, port/volume syntax, and image tarballs that are `docker save` archives.
+fn check_containers(
+    ctx: &mut Ctx,
+    containers: BTreeMap<String, ContainerSpec>,
+    groups: &[Group],
+    path: &Path,
+) -> BTreeMap<String, ContainerSpec> {
+    for (name, c) in &containers {
+        let at = format!("containers.{name}");
+        if name.is_empty()
+            || name.len() > 40
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        {
+            let loc = ctx.index.key(&at);
+            ctx.push(
+                loc,
+                at.clone(),
+                "container names use 1-40 lowercase letters, digits and `-`",
+            );
+        }
+        if c.groups.is_empty() {
+            let loc = ctx.index.value(&format!("{at}.groups"));
+            ctx.push(
+                loc,
+                format!("{at}.groups"),
+                "name at least one group whose nodes run it",
+            );
+        }
+        for (i, g) in c.groups.iter().enumerate() {
+            if !groups.iter().any(|x| &x.name == g) {
+                let field = format!("{at}.groups[{i}]");
+                let loc = ctx.index.value(&field);
+                let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+                ctx.push(
+                    loc,
+                    field,
+                    format!("no group `{g}`; {}", expected_one_of(g, &names)),
+                );
+            }
+        }
+        if let Some(r) = &c.restart {
+            let ok = matches!(
+                r.as_str(),
+                "no" | "always" | "unless-stopped" | "on-failure"
+            ) || r
+                .strip_prefix("on-failure:")
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+            if !ok {
+                let field = format!("{at}.restart");
+                let loc = ctx.index.value(&field);
+                ctx.push(
+                    loc,
+                    field,
+                    format!("`{r}`: expected one of no, always, unless-stopped, on-failure[:N]"),
+                );
+            }
+        }
+        for (i, p) in c.ports.iter().enumerate() {
+            let (body, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+            let parts: Vec<&str> = body.split(':').collect();
+            let ok = matches!(proto, "tcp" | "udp" | "sctp")
+                && (2..=3).contains(&parts.len())
+                && parts[parts.len() - 2..]
+                    .iter()
+                    .all(|x| x.parse::<u16>().is_ok_and(|n| n > 0));
+            if !ok {
+                let field = format!("{at}.ports[{i}]");
+                let loc = ctx.index.value(&field);
+                ctx.push(loc, field, format!("`{p}`: write `host_port:container_port[/tcp|udp]` (optionally `ip:` first)"));
+            }
+        }
+        for (i, v) in c.volumes.iter().enumerate() {
+            let parts: Vec<&str> = v.split(':').collect();
+            let ok = (2..=3).contains(&parts.len())
+                && !parts[0].is_empty()
+                && parts[1].starts_with('/')
+                && parts.get(2).is_none_or(|m| matches!(*m, "ro" | "rw"));
+            if !ok {
+                let field = format!("{at}.volumes[{i}]");
+                let loc = ctx.index.value(&field);
+                ctx.push(
+                    loc,
+                    field,
+                    format!("`{v}`: write `volume_name:/path` or `/host/path:/path[:ro]`"),
+                );
+            }
+        }
+        if let ImageSource::Tarball { src, sha256 } = &c.image {
+            let field = format!("{at}.image.src");
+            if !src.starts_with("http://") && !src.starts_with("https://") {
+                if let Err(e) = crate::docker::preload::read_archive(&resolve_from(path, src)) {
+                    let loc = ctx.index.value(&field);
+                    ctx.push(loc, field.clone(), e.to_string());
+                }
+            }
+            if let Some(h) = sha256 {
+                let hex = h.strip_prefix("sha256:").unwrap_or(h);
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    let f = format!("{at}.image.sha256");
+                    let loc = ctx.index.value(&f);
+                    ctx.push(loc, f, "expected `sha256:` and 64 hex digits");
+                }
+            }
+        }
+    }
+    containers
 }

@@ -18,6 +18,7 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "cluster",
     "groups",
     "health",
+    "containers",
     "outputs",
 ];
 
@@ -145,6 +146,51 @@ pub struct SwarmOptions {
     /// `docker swarm init --dispatcher-heartbeat` (how fast a dead node shows Down).
     #[serde(default, deserialize_with = "de_duration")]
     pub dispatcher_heartbeat: Option<Duration>,
+}
+
+/// Where a container's image comes from: a repository (pulled unless present) or an image
+/// tarball (`docker save` output) loaded on each node.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum ImageSource {
+    Repository {
+        repository: String,
+        #[serde(default = "latest")]
+        tag: String,
+    },
+    Tarball {
+        /// A path (relative to the blueprint) or an http(s) URL.
+        src: String,
+        /// Optional `sha256:<hex>` (or bare hex) of the tarball.
+        sha256: Option<String>,
+    },
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+/// One entry of `containers:`: a long-running container on every node of some groups.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Groups whose nodes run it.
+    pub groups: Vec<String>,
+    pub image: ImageSource,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `host:container[/proto]` port mappings.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// `name:/path`, `/host/path:/path[:ro]`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// `no`, `always`, `unless-stopped` (default), `on-failure[:N]`.
+    pub restart: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `cluster.kubernetes`: kubeadm settings.
@@ -334,6 +380,8 @@ pub struct Blueprint {
     pub mesos: MesosOptions,
     pub groups: Vec<Group>,
     pub health: HealthConfig,
+    /// Container workloads by name.
+    pub containers: BTreeMap<String, ContainerSpec>,
     /// Output name -> tera template, rendered after bring-up.
     pub outputs: Vec<(String, String)>,
     /// The rendered YAML (kept in state for `plan` diffs and audits).

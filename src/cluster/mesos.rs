@@ -44,31 +44,6 @@ fn attributes(labels: &BTreeMap<String, String>) -> String {
         .join(";")
 }
 
-/// A script that runs one component as a container unless one with the same spec already runs.
-/// Prints `<name>=unchanged` or `<name>=started`.
-pub fn container_script(name: &str, image: &str, args: &[String], dirs: &[&str]) -> String {
-    let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
-    let spec = format!("{} {image}", args.join(" "));
-    let mkdirs: String = dirs
-        .iter()
-        .map(|d| format!("mkdir -p {}\n", shell_quote(d)))
-        .collect();
-    format!(
-        "set -eu\n\
-         spec={spec}\n\
-         have=$(docker inspect -f '{{{{index .Config.Labels \"io.flotilla.spec\"}}}}' {name} 2>/dev/null || true)\n\
-         running=$(docker inspect -f '{{{{.State.Running}}}}' {name} 2>/dev/null || true)\n\
-         if [ \"$have\" = \"$spec\" ] && [ \"$running\" = true ]; then echo {name}=unchanged; exit 0; fi\n\
-         docker rm -f {name} >/dev/null 2>&1 || true\n\
-         {mkdirs}\
-         docker run -d --name {name} --restart=always --label \"io.flotilla.spec=$spec\" {args} {image} >/dev/null\n\
-         echo {name}=started\n",
-        spec = shell_quote(&spec),
-        args = quoted.join(" "),
-        image = shell_quote(image),
-    )
-}
-
 /// Agents as `/master/slaves` reports them.
 pub fn parse_slaves(json: &str) -> Result<Vec<Member>, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
@@ -173,6 +148,7 @@ impl Mesos {
         let quorum = masters.len() / 2 + 1;
         vec![
             "--net=host".into(),
+            "--restart=always".into(),
             "-e".into(),
             format!("MESOS_ZK={}", zk_url(masters, "mesos")),
             "-e".into(),
@@ -193,7 +169,11 @@ impl Mesos {
     }
 
     fn agent_args(&self, node: &ClusterNode, masters: &[&ClusterNode]) -> Vec<String> {
-        let mut a: Vec<String> = vec!["--net=host".into(), "--pid=host".into()];
+        let mut a: Vec<String> = vec![
+            "--net=host".into(),
+            "--pid=host".into(),
+            "--restart=always".into(),
+        ];
         if self.options.agent_privileged.unwrap_or(true) {
             a.push("--privileged".into());
         }
@@ -238,7 +218,7 @@ impl Mesos {
             .run_ok(
                 &node.target,
                 name,
-                &container_script(name, image, args, dirs),
+                &crate::docker::run_script(name, image, args, &[], dirs),
                 Some(Duration::from_secs(300)),
             )
             .await?;
@@ -396,6 +376,7 @@ impl Orchestrator for Mesos {
                     .unwrap_or_else(|| DEFAULT_MARATHON.into());
                 let args = vec![
                     "--net=host".into(),
+                    "--restart=always".into(),
                     "-e".into(),
                     format!("MARATHON_MASTER={}", zk_url(&masters, "mesos")),
                     "-e".into(),
@@ -593,10 +574,11 @@ mod tests {
 
     #[test]
     fn container_script_quotes_and_compares_the_spec() {
-        let s = container_script(
+        let s = crate::docker::run_script(
             "flotilla-mesos-agent",
             "mesosphere/mesos-slave:1.7.1",
             &["-e".into(), "MESOS_ATTRIBUTES=zone:a;rack:1".into()],
+            &[],
             &["/var/lib/mesos-agent"],
         );
         assert!(

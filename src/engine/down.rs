@@ -86,6 +86,20 @@ pub async fn down(
                 continue;
             };
             journal(&j, "release-host", &r.name, Phase::Intent, json!(null))?;
+            if state.containers_deployed {
+                progress.node(&r.name, "removing the deployment's containers");
+                if let Err(e) = pool
+                    .run_ok(
+                        &t,
+                        "remove containers",
+                        &super::containers::remove_all_script(name),
+                        Some(Duration::from_secs(120)),
+                    )
+                    .await
+                {
+                    report.warnings.push(format!("{}: {e}", r.name));
+                }
+            }
             if let Some(orch) = crate::cluster::for_blueprint(&bp, pool.clone()) {
                 let node = ClusterNode::bare(&r.name, r.role, t);
                 progress.node(&r.name, &format!("leaving the {} cluster", orch.kind()));

@@ -1,6 +1,7 @@
 //! The engine: runs `up`, `down` and `status` as journalled sequences of steps over a provider,
 //! the SSH pool and an orchestrator.
 
+pub mod containers;
 pub mod down;
 pub mod heal;
 pub mod nodes;

@@ -80,6 +80,9 @@ pub struct UpReport {
     /// Image tags loaded per node from `docker.preload_images` (nodes that had them are absent).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub images_loaded: BTreeMap<String, Vec<String>>,
+    /// `containers:` workloads per node: `name=started|unchanged|removed`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, Vec<String>>,
     pub cluster: Option<ConvergeReport>,
     pub failed: BTreeMap<String, String>,
     pub nodes: Vec<crate::engine::status::NodeSummary>,
@@ -786,6 +789,7 @@ async fn converge(
         }
     }
     fault_point("after-cluster");
+    containers_stage(run, &probed, &active, &mut report).await?;
 
     // Scale in: newest first, out of the cluster, then the machine.
     if !plan.remove.is_empty() {
@@ -807,6 +811,11 @@ async fn converge(
         || !report.docker_installed.is_empty()
         || !report.docker_started.is_empty()
         || !report.images_loaded.is_empty()
+        || report
+            .containers
+            .values()
+            .flatten()
+            .any(|c| !c.ends_with("=unchanged"))
         || report.cluster.as_ref().is_some_and(ConvergeReport::changed);
     run.save()?;
     Ok(report)
@@ -1075,5 +1084,89 @@ async fn preload_stage(
             }
         }
     }
+    Ok(())
+}
+
+/// `containers:` on every reachable node of the groups each names; workloads no longer wanted on
+/// a node are removed. Runs on every `up` (a cheap `docker inspect` per workload when unchanged),
+/// and also where the blueprint has none, so removed entries go away.
+async fn containers_stage(
+    run: &mut Run<'_>,
+    probed: &BTreeMap<String, (Target, Probe)>,
+    active: &[String],
+    report: &mut UpReport,
+) -> Result<()> {
+    let bp = run.bp;
+    let had_any = run.state.containers_deployed;
+    if bp.containers.is_empty() && !had_any {
+        return Ok(());
+    }
+    let tarballs = super::containers::load_tarballs(bp)
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let jobs: Vec<(
+        String,
+        Target,
+        Vec<(&String, &crate::blueprint::ContainerSpec)>,
+    )> = probed
+        .iter()
+        .filter(|(n, _)| active.contains(n))
+        .filter_map(|(n, (t, _))| {
+            let group = run.state.nodes.get(n)?.group.clone();
+            let wanted = bp
+                .containers
+                .iter()
+                .filter(|(_, c)| c.groups.contains(&group))
+                .collect();
+            Some((n.clone(), t.clone(), wanted))
+        })
+        .collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    run.progress.stage("containers", jobs.len() as u64);
+    let pool = run.pool.clone();
+    let progress = run.progress;
+    let tarballs = &tarballs;
+    let deployment = bp.name.clone();
+    let deployment = &deployment;
+    let results: Vec<(String, std::result::Result<Vec<String>, String>)> = stream::iter(jobs)
+        .map(|(name, t, wanted)| {
+            let pool = pool.clone();
+            async move {
+                let _permit = pool.limit.acquire().await;
+                let r = super::containers::converge_node(&pool, &t, deployment, &wanted, tarballs)
+                    .await;
+                (name, r)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for (name, r) in results {
+        match r {
+            Ok(lines) => {
+                progress.node_done(&name, true, &lines.join(", "));
+                if lines.iter().any(|l| !l.ends_with("=unchanged")) {
+                    run.j(
+                        "containers",
+                        &name,
+                        Phase::Done,
+                        json!({"containers": lines}),
+                    )?;
+                }
+                if !lines.is_empty() {
+                    report.containers.insert(name, lines);
+                }
+            }
+            Err(e) => {
+                progress.node_done(&name, false, &e);
+                run.j("containers", &name, Phase::Failed, json!({"error": e}))?;
+                report.failed.insert(name, e);
+            }
+        }
+    }
+    run.state.containers_deployed = !bp.containers.is_empty();
+    run.save()?;
     Ok(())
 }

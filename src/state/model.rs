@@ -107,6 +107,9 @@ pub struct State {
     /// Group sizes set by `flotilla scale` (a later `up BLUEPRINT` goes back to the blueprint's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub count_overrides: BTreeMap<String, u32>,
+    /// Whether `containers:` workloads were deployed (so removing the last entry still cleans up).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub containers_deployed: bool,
     pub runs: Vec<RunRecord>,
     pub created_at: String,
     pub updated_at: String,
@@ -131,6 +134,7 @@ impl State {
             next_index: BTreeMap::new(),
             outputs: BTreeMap::new(),
             count_overrides: BTreeMap::new(),
+            containers_deployed: false,
             runs: Vec::new(),
             created_at: now.to_string(),
             updated_at: now.to_string(),
