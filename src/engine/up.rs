@@ -1087,6 +1087,13 @@ async fn preload_stage(
     Ok(())
 }
 
+/// One node, its SSH target and the workloads its group wants.
+type NodeWorkloads<'a> = (
+    String,
+    Target,
+    Vec<(&'a String, &'a crate::blueprint::ContainerSpec)>,
+);
+
 /// `containers:` on every reachable node of the groups each names; workloads no longer wanted on
 /// a node are removed. Runs on every `up` (a cheap `docker inspect` per workload when unchanged),
 /// and also where the blueprint has none, so removed entries go away.
@@ -1104,11 +1111,7 @@ async fn containers_stage(
     let tarballs = super::containers::load_tarballs(bp)
         .await
         .map_err(|e| Error::Other(e.to_string()))?;
-    let jobs: Vec<(
-        String,
-        Target,
-        Vec<(&String, &crate::blueprint::ContainerSpec)>,
-    )> = probed
+    let jobs: Vec<NodeWorkloads> = probed
         .iter()
         .filter(|(n, _)| active.contains(n))
         .filter_map(|(n, (t, _))| {
