@@ -89,6 +89,14 @@ fn static_hosts_get_docker_and_a_second_up_only_probes() {
         .expect("ssh-keygen");
     assert!(kg.status.success(), "ssh-keygen: {}", stderr(&kg));
     let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub key");
+    // The command logger is in place before sshd starts (mounted read-only): reloading sshd with
+    // SIGHUP right after start raced its signal setup once and killed it.
+    let logger = home.write("log-command", LOGGER);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let force = home.write("zz-log.conf", "ForceCommand /usr/local/bin/log-command\n");
     for (name, ip) in HOSTS {
         let _ = docker(&["rm", "-f", "-v", name]);
         docker_ok(&[
@@ -115,14 +123,14 @@ fn static_hosts_get_docker_and_a_second_up_only_probes() {
             "a *:* rwm",
             "-v",
             &format!("{name}-docker:/var/lib/docker"),
+            "-v",
+            &format!("{}:/usr/local/bin/log-command:ro", logger.display()),
+            "-v",
+            &format!("{}:/etc/ssh/sshd_config.d/zz-log.conf:ro", force.display()),
             "-e",
             &format!("SSH_AUTHORIZED_KEYS={}", public.trim()),
             &image,
         ]);
-        // Existing machines the operator prepared: log every command flotilla runs.
-        docker_ok(&["exec", name, "sh", "-c", &format!(
-            "cat > /usr/local/bin/log-command <<'EOF'\n{LOGGER}EOF\nchmod +x /usr/local/bin/log-command && echo 'ForceCommand /usr/local/bin/log-command' > /etc/ssh/sshd_config.d/zz-log.conf && pkill -HUP -x sshd || true"
-        )]);
     }
     let inventory = home.write(
         "hosts.ini",
