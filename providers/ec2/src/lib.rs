@@ -34,6 +34,7 @@ const NAMES_TAG: &str = "io.flotilla.names";
 const TERMINATE_BATCH: usize = 500;
 const WAIT_TIMEOUT: Duration = Duration::from_secs(900);
 
+use flotilla_provider_core::backoff::Backoff;
 pub use flotilla_provider_core::{cluster_ports as ports_for, PortRule};
 
 #[derive(Debug, Clone)]
@@ -705,8 +706,7 @@ impl Provider for Ec2Provider {
         ids: &[MachineId],
     ) -> Result<Vec<NodeInfo>, ProviderError> {
         let wanted: HashSet<&str> = ids.iter().map(|i| i.0.as_str()).collect();
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(500);
+        let mut wait = Backoff::new(WAIT_TIMEOUT);
         loop {
             let all: Vec<NodeInfo> = self
                 .describe_raw(owner)
@@ -738,7 +738,7 @@ impl Provider for Ec2Provider {
                 .filter(|w| !mine.iter().any(|n| n.id.0 == **w))
                 .copied()
                 .collect();
-            if !gone.is_empty() && start.elapsed() > Duration::from_secs(30) {
+            if !gone.is_empty() && wait.elapsed() > Duration::from_secs(30) {
                 return Err(ProviderError::Api {
                     operation: "wait for running".into(),
                     message: format!("instances disappeared: {}", gone.join(", ")),
@@ -753,15 +753,13 @@ impl Provider for Ec2Provider {
                 }
                 return Ok(mine);
             }
-            if start.elapsed() > WAIT_TIMEOUT {
+            if !wait.wait().await {
                 return Err(ProviderError::Api {
                     operation: "wait for running".into(),
                     message: format!("instances not running after {}s", WAIT_TIMEOUT.as_secs()),
                     source: None,
                 });
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -811,8 +809,7 @@ impl Provider for Ec2Provider {
             }
         }
         // Wait until none of them is alive (shutting-down counts as alive).
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(500);
+        let mut wait = Backoff::new(WAIT_TIMEOUT);
         loop {
             let still: Vec<String> = self
                 .describe_raw(owner)
@@ -824,15 +821,13 @@ impl Provider for Ec2Provider {
             if still.is_empty() {
                 return Ok(());
             }
-            if start.elapsed() > WAIT_TIMEOUT {
+            if !wait.wait().await {
                 return Err(ProviderError::Api {
                     operation: "wait for terminated".into(),
                     message: format!("still alive: {}", still.join(", ")),
                     source: None,
                 });
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

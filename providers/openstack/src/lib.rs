@@ -13,6 +13,7 @@ mod session;
 pub use config::{AddressMode, OpenStackConfig};
 
 use async_trait::async_trait;
+use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::{
     cluster_ports, labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership,
     PortRule, Provider, ProviderError, Role,
@@ -655,8 +656,7 @@ impl OpenStackProvider {
                 return Err(api_error("DELETE server", &r));
             }
         }
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(500);
+        let mut wait = Backoff::new(WAIT_TIMEOUT);
         loop {
             let alive: Vec<String> = self
                 .list(owner)
@@ -668,15 +668,13 @@ impl OpenStackProvider {
             if alive.is_empty() {
                 return Ok(());
             }
-            if start.elapsed() > WAIT_TIMEOUT {
+            if !wait.wait().await {
                 return Err(ProviderError::Api {
                     operation: "wait for delete".into(),
                     message: format!("still there: {}", alive.join(", ")),
                     source: None,
                 });
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -813,8 +811,7 @@ impl Provider for OpenStackProvider {
                 }
             }
         }
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(500);
+        let mut wait = Backoff::new(WAIT_TIMEOUT);
         loop {
             let servers = self.list(owner).await?;
             let mut done = Vec::new();
@@ -877,7 +874,7 @@ impl Provider for OpenStackProvider {
             if pending == 0 {
                 return Ok(done);
             }
-            if start.elapsed() > WAIT_TIMEOUT {
+            if !wait.wait().await {
                 return Err(ProviderError::Api {
                     operation: "wait for ACTIVE".into(),
                     message: format!(
@@ -887,8 +884,6 @@ impl Provider for OpenStackProvider {
                     source: None,
                 });
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
