@@ -194,7 +194,7 @@ pub async fn heal(
         {
             Decision::Starting
         } else {
-            if let Some(at) = &r.docker_restart_tried_at {
+            if let (true, Some(at)) = (only_docker_down, &r.docker_restart_tried_at) {
                 reasons.push(format!("a Docker restart at {at} did not bring it back"));
             }
             let since = r.unhealthy_since.get_or_insert_with(|| now.clone()).clone();
