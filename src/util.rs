@@ -34,3 +34,19 @@ pub fn human_duration(d: std::time::Duration) -> String {
         format!("{}m {:02}s", d.as_secs() / 60, d.as_secs() % 60)
     }
 }
+
+/// Test helper: a rendered script must at least be valid POSIX shell (`sh -n`).
+#[cfg(test)]
+pub fn assert_sh_syntax(script: &str) {
+    let out = std::process::Command::new("sh")
+        .arg("-n")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "sh -n failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

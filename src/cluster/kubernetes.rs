@@ -706,22 +706,6 @@ impl Orchestrator for Kubernetes {
 mod tests {
     use super::*;
 
-    fn sh_n(script: &str) {
-        let dir = tempfile::tempdir().expect("dir");
-        let f = dir.path().join("s.sh");
-        std::fs::write(&f, script).expect("write");
-        let out = std::process::Command::new("sh")
-            .arg("-n")
-            .arg(&f)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     #[test]
     fn prepare_script_renders_and_parses() {
         let mut ctx = tera::Context::new();
@@ -730,7 +714,7 @@ mod tests {
         let s = super::super::render_script("prepare.sh", PREPARE, &ctx).expect("render");
         assert!(s.contains("flotilla_retry()"), "retry helper included");
         assert!(s.contains("pkgs.k8s.io/core:/stable:/v$want/deb/"));
-        sh_n(&s);
+        crate::util::assert_sh_syntax(&s);
         let mut ctx = tera::Context::new();
         ctx.insert("api", "v1beta4");
         ctx.insert("api_server", "10.0.0.5:6443");
@@ -744,7 +728,7 @@ mod tests {
             j.contains("controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: \"10.0.0.6\""),
             "{j}"
         );
-        sh_n(&write_private("/etc/flotilla/kubeadm-join.yaml", &j));
+        crate::util::assert_sh_syntax(&write_private("/etc/flotilla/kubeadm-join.yaml", &j));
     }
 
     #[test]

@@ -533,19 +533,7 @@ mod tests {
         let s = super::super::render_script("zookeeper.sh", ZOOKEEPER, &ctx).expect("render");
         assert!(s.contains("server.1=10.0.0.1:2888:3888\nserver.2=10.0.0.2:2888:3888\nserver.3=10.0.0.3:2888:3888\n"), "{s}");
         assert!(s.contains("echo \"2\" > /var/lib/zookeeper/myid.flotilla"));
-        let dir = tempfile::tempdir().expect("dir");
-        let f = dir.path().join("zk.sh");
-        std::fs::write(&f, &s).expect("write");
-        let out = std::process::Command::new("sh")
-            .arg("-n")
-            .arg(&f)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::util::assert_sh_syntax(&s);
     }
 
     #[test]

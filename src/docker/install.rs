@@ -159,21 +159,6 @@ mod tests {
         assert_eq!(Family::detect(&os("arch", &[])), None);
     }
 
-    fn check_sh(script: &str) {
-        // Every rendered template must at least be valid POSIX shell syntax.
-        let out = std::process::Command::new("sh")
-            .arg("-n")
-            .arg("-c")
-            .arg(script)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "sh -n failed: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     #[test]
     fn every_template_renders_for_every_method() {
         for family in [Family::Debian, Family::Rhel, Family::Alpine] {
@@ -198,7 +183,7 @@ mod tests {
                     ..Default::default()
                 };
                 let s = install_script(family, &cfg).expect("renders");
-                check_sh(&s);
+                crate::util::assert_sh_syntax(&s);
                 assert!(
                     s.contains("http_proxy='http://10.0.0.1:3128'"),
                     "{family:?} {method:?}"
