@@ -94,21 +94,9 @@ pub enum Command {
         node: Option<String>,
     },
     /// Stop one container on a node (containers flotilla did not create need --yes).
-    Stop {
-        deployment: String,
-        node: String,
-        container: String,
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
+    Stop(ContainerArgs),
     /// Kill one container on a node (containers flotilla did not create need --yes).
-    Kill {
-        deployment: String,
-        node: String,
-        container: String,
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
+    Kill(ContainerArgs),
     /// Write a deployment (state, SSH key, pinned host keys, kubeconfig) to one 0600 tar archive.
     Export {
         deployment: String,
@@ -169,4 +157,16 @@ pub enum Command {
     },
     /// Deployments under the flotilla home.
     List,
+}
+
+/// One container on one node of a deployment (`stop`, `kill`).
+#[derive(Debug, clap::Args)]
+pub struct ContainerArgs {
+    pub deployment: String,
+    pub node: String,
+    /// Container name or ID prefix.
+    pub container: String,
+    /// Also for containers flotilla did not create.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }

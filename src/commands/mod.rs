@@ -31,40 +31,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ps { deployment, node } => {
             ps::run(&home, &deployment, node.as_deref(), json).await
         }
-        Command::Stop {
-            deployment,
-            node,
-            container,
-            yes,
-        } => {
-            ps::signal(
-                &home,
-                &deployment,
-                &node,
-                &container,
-                crate::engine::ps::Signal::Stop,
-                yes,
-                json,
-            )
-            .await
-        }
-        Command::Kill {
-            deployment,
-            node,
-            container,
-            yes,
-        } => {
-            ps::signal(
-                &home,
-                &deployment,
-                &node,
-                &container,
-                crate::engine::ps::Signal::Kill,
-                yes,
-                json,
-            )
-            .await
-        }
+        Command::Stop(a) => ps::signal(&home, &a, crate::engine::ps::Signal::Stop, json).await,
+        Command::Kill(a) => ps::signal(&home, &a, crate::engine::ps::Signal::Kill, json).await,
         Command::Export { deployment, file } => {
             let bytes = crate::engine::transfer::export(&home, &deployment)?;
             if file.as_os_str() == "-" {

@@ -42,15 +42,14 @@ fn confirm(question: &str) -> bool {
 
 pub async fn signal(
     home: &Home,
-    deployment: &str,
-    node: &str,
-    container: &str,
+    a: &crate::cli::ContainerArgs,
     how: Signal,
-    yes: bool,
     json: bool,
 ) -> Result<i32> {
-    let r = match crate::engine::ps::signal(home, deployment, node, container, how, yes).await {
-        Err(Error::Usage(why)) if !yes && why.contains("not created by flotilla") => {
+    let (deployment, node, container) =
+        (a.deployment.as_str(), a.node.as_str(), a.container.as_str());
+    let r = match crate::engine::ps::signal(home, deployment, node, container, how, a.yes).await {
+        Err(Error::Usage(why)) if !a.yes && why.contains("not created by flotilla") => {
             if confirm(&format!("{why}\nGo ahead?")) {
                 crate::engine::ps::signal(home, deployment, node, container, how, true).await?
             } else {

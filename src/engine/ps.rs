@@ -114,7 +114,16 @@ pub fn parse_ps(node: &str, out: &str) -> Vec<ContainerRow> {
         .collect()
 }
 
-pub async fn ps(home: &Home, name: &str, only_node: Option<&str>) -> Result<PsReport> {
+/// A deployment opened for read-only SSH: its state, a pool over its recorded nodes, and the
+/// scratch folder that keeps the ssh files out of the deployment's own.
+struct Opened {
+    state: crate::state::State,
+    pool: std::sync::Arc<crate::ssh::SshPool>,
+    targets: Vec<crate::ssh::Target>,
+    _scratch: tempfile::TempDir,
+}
+
+fn open(home: &Home, name: &str) -> Result<Opened> {
     let state = home.load_existing(name)?;
     let bp = recorded_blueprint(&state)?;
     let dir = home.deployment_dir(name);
@@ -126,9 +135,18 @@ pub async fn ps(home: &Home, name: &str, only_node: Option<&str>) -> Result<PsRe
         Duration::from_secs(5),
         Some(scratch.path()),
     )?;
+    Ok(Opened {
+        state,
+        pool,
+        targets,
+        _scratch: scratch,
+    })
+}
+
+async fn list(o: &Opened, name: &str, only_node: Option<&str>) -> Result<PsReport> {
     if let Some(n) = only_node {
-        if !state.nodes.contains_key(n) {
-            return Err(unknown_node(&state, name, n));
+        if !o.state.nodes.contains_key(n) {
+            return Err(unknown_node(&o.state, name, n));
         }
     }
     let mut report = PsReport {
@@ -136,11 +154,13 @@ pub async fn ps(home: &Home, name: &str, only_node: Option<&str>) -> Result<PsRe
         containers: Vec::new(),
         unreachable: BTreeMap::new(),
     };
-    for t in targets
+    for t in o
+        .targets
         .iter()
         .filter(|t| only_node.is_none_or(|n| n == t.node))
     {
-        match pool
+        match o
+            .pool
             .run_ok(t, "docker ps", PS, Some(Duration::from_secs(60)))
             .await
         {
@@ -150,8 +170,14 @@ pub async fn ps(home: &Home, name: &str, only_node: Option<&str>) -> Result<PsRe
             }
         }
     }
-    pool.close_all().await;
     Ok(report)
+}
+
+pub async fn ps(home: &Home, name: &str, only_node: Option<&str>) -> Result<PsReport> {
+    let o = open(home, name)?;
+    let report = list(&o, name, only_node).await;
+    o.pool.close_all().await;
+    report
 }
 
 fn unknown_node(state: &crate::state::State, deployment: &str, node: &str) -> Error {
@@ -168,6 +194,16 @@ pub enum Signal {
     Kill,
 }
 
+impl Signal {
+    /// The docker verb.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Signal::Stop => "stop",
+            Signal::Kill => "kill",
+        }
+    }
+}
+
 /// Stops or kills one container on one node. Containers flotilla did not create need `force`
 /// (the CLI's `--yes` or a confirmation), because their owner may restart or reschedule them.
 pub async fn signal(
@@ -178,7 +214,21 @@ pub async fn signal(
     how: Signal,
     force: bool,
 ) -> Result<ContainerRow> {
-    let report = ps(home, deployment, Some(node)).await?;
+    let o = open(home, deployment)?;
+    let r = signal_opened(&o, deployment, node, container, how, force).await;
+    o.pool.close_all().await;
+    r
+}
+
+async fn signal_opened(
+    o: &Opened,
+    deployment: &str,
+    node: &str,
+    container: &str,
+    how: Signal,
+    force: bool,
+) -> Result<ContainerRow> {
+    let report = list(o, deployment, Some(node)).await?;
     if let Some(why) = report.unreachable.get(node) {
         return Err(Error::Other(format!("{node}: {why}")));
     }
@@ -208,39 +258,23 @@ pub async fn signal(
             } else {
                 format!(", {}", row.detail)
             },
-            match how {
-                Signal::Stop => "stop",
-                Signal::Kill => "kill",
-            }
+            how.verb()
         )));
     }
-    let state = home.load_existing(deployment)?;
-    let bp = recorded_blueprint(&state)?;
-    let dir = home.deployment_dir(deployment);
-    let scratch = tempfile::tempdir().map_err(|e| Error::Other(e.to_string()))?;
-    let (pool, targets) = nodes::pool_for_recorded(
-        &bp,
-        &state,
-        &dir,
-        Duration::from_secs(5),
-        Some(scratch.path()),
-    )?;
-    let t = targets
+    let t = o
+        .targets
         .iter()
         .find(|t| t.node == node)
-        .ok_or_else(|| unknown_node(&state, deployment, node))?;
-    let verb = match how {
-        Signal::Stop => "stop",
-        Signal::Kill => "kill",
-    };
-    pool.run_ok(
-        t,
-        &format!("docker {verb}"),
-        &format!("docker {verb} {} >/dev/null", shell_quote(&row.id)),
-        Some(Duration::from_secs(60)),
-    )
-    .await?;
-    pool.close_all().await;
+        .ok_or_else(|| unknown_node(&o.state, deployment, node))?;
+    let verb = how.verb();
+    o.pool
+        .run_ok(
+            t,
+            &format!("docker {verb}"),
+            &format!("docker {verb} {} >/dev/null", shell_quote(&row.id)),
+            Some(Duration::from_secs(60)),
+        )
+        .await?;
     Ok(row)
 }
 
