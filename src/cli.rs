@@ -83,6 +83,9 @@ pub enum Command {
         /// Requests running longer are answered 408.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15m")]
         request_timeout: std::time::Duration,
+        /// Append one JSON line per request (method, route, status, milliseconds) to this file.
+        #[arg(long)]
+        log_file: Option<std::path::PathBuf>,
     },
     /// Path of a Kubernetes deployment's admin kubeconfig: `export KUBECONFIG=$(flotilla kubeconfig NAME)`.
     Kubeconfig { deployment: String },
@@ -157,6 +160,77 @@ pub enum Command {
     },
     /// Deployments under the flotilla home.
     List,
+    /// The containerized manager: its image, and its app and data containers on a node.
+    #[command(subcommand)]
+    Manager(ManagerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManagerCommand {
+    /// The manager image.
+    #[command(subcommand)]
+    Image(ManagerImageCommand),
+    /// Install the manager on the deployment (refuses when one exists: see upgrade/recover).
+    Install {
+        deployment: String,
+        /// Image tag (default: the blueprint's `manager.image`, else flotilla/manager:<version>).
+        #[arg(long)]
+        image: Option<String>,
+        /// Restore this `manager backup` archive into the new data container.
+        #[arg(long, value_name = "BACKUP")]
+        data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Replace the app container with one from another image; the data is kept.
+    Upgrade {
+        deployment: String,
+        /// Image tag (default flotilla/manager:<version>, built when missing).
+        #[arg(long)]
+        image: Option<String>,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Re-create the app container over the existing data container.
+    Recover {
+        deployment: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Stream the manager's data volumes to a tar archive (mode 0600).
+    Backup {
+        deployment: String,
+        /// Archive to write.
+        #[arg(long, short = 'f')]
+        file: std::path::PathBuf,
+    },
+    /// Where the manager runs and the state of its two containers.
+    Status { deployment: String },
+    /// Inside the app container: exit 0 when the API answers (the image's HEALTHCHECK).
+    #[command(hide = true)]
+    Healthcheck {
+        #[arg(long, default_value_t = crate::manager::PORT_IN_IMAGE)]
+        port: u16,
+    },
+    /// Inside a one-off container: seed the data volume from a tar on stdin.
+    #[command(hide = true)]
+    InitData,
+    /// Inside a one-off container: both data volumes as a tar on stdout.
+    #[command(hide = true)]
+    DumpData,
+    /// Inside a one-off container: restore a `dump-data` tar from stdin.
+    #[command(hide = true)]
+    RestoreData,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManagerImageCommand {
+    /// Build the manager image on the local Docker engine from this flotilla binary.
+    Build {
+        /// Tag (default flotilla/manager:<version>).
+        #[arg(long)]
+        tag: Option<String>,
+    },
 }
 
 /// One container on one node of a deployment (`stop`, `kill`).

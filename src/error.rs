@@ -38,6 +38,8 @@ pub enum Error {
         total: usize,
         details: String,
     },
+    #[error("{0}")]
+    Manager(#[from] crate::manager::ManagerError),
     #[error("journal {path}: {source}")]
     Journal {
         path: String,
@@ -62,6 +64,7 @@ impl Error {
             Error::Provider(p) if p.is_user_error() => exit::INVALID,
             Error::State(StoreError::NotFound(_)) => exit::INVALID,
             Error::Partial { .. } => exit::PARTIAL,
+            Error::Manager(crate::manager::ManagerError::Refused(_)) => exit::INVALID,
             _ => exit::FAILURE,
         }
     }
@@ -80,6 +83,8 @@ impl Error {
             Error::Cluster(_) => "cluster",
             Error::Partial { .. } => "partial",
             Error::Journal { .. } => "journal",
+            Error::Manager(crate::manager::ManagerError::Refused(_)) => "refused",
+            Error::Manager(_) => "manager",
             Error::Other(_) => "failure",
         }
     }

@@ -371,3 +371,59 @@ fn kubernetes_ha_control_plane_joins_one_at_a_time_and_heals_etcd() {
     let down = home.run(&["down", name, "--yes"]);
     assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
 }
+
+/// `services:` on Kubernetes: the manifest file rendered with tera and piped to `kubectl apply
+/// -f -` on a control-plane node; the entry removed → the same text piped to `kubectl delete`.
+#[test]
+fn kubernetes_services_are_applied_and_deleted_as_manifests() {
+    require_docker();
+    let home = Home::new();
+    let shim = Shim::new();
+    let name = "it-k8s-svc";
+    let _scrub = crate::common::Scrub::new(name);
+    home.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-{{ deployment }}\ndata:\n  replicas: \"{{ inputs.replicas }}\"\n",
+    );
+    let base = blueprint(&home, &shim, name, "10.198.37.0/24");
+    let plain = std::fs::read_to_string(&base).expect("blueprint");
+    let with = format!(
+        "inputs:\n  replicas:\n    type: integer\n    default: 3\n{plain}services:\n  app:\n    file: app.yaml\n"
+    );
+    std::fs::write(&base, &with).expect("write");
+    let bp = base.to_str().expect("utf8");
+    let up = home.run(&["up", bp, "-o", "json"]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    assert_eq!(json(&up)["services"], serde_json::json!(["app=deployed"]));
+    let apply = format!("{KUBECTL} apply -f -");
+    assert!(
+        shim.transcript("managers-1").contains(&apply),
+        "{:?}",
+        shim.transcript("managers-1")
+    );
+    let applied = std::fs::read_to_string(shim.path().join("stdin/1-apply.yaml")).expect("applied");
+    assert!(
+        applied.contains("name: web-it-k8s-svc") && applied.contains("replicas: \"3\""),
+        "{applied}"
+    );
+
+    // Entry removed: the recorded text is deleted.
+    std::fs::write(
+        &base,
+        format!("inputs:\n  replicas:\n    type: integer\n    default: 3\n{plain}"),
+    )
+    .expect("write");
+    shim.clear_transcripts();
+    let up2 = home.run(&["up", bp, "-o", "json"]);
+    assert_eq!(up2.status.code(), Some(0), "up: {}", stderr(&up2));
+    assert_eq!(json(&up2)["services"], serde_json::json!(["app=removed"]));
+    assert!(shim
+        .transcript("managers-1")
+        .contains(&format!("{KUBECTL} delete --ignore-not-found -f -")));
+    let deleted =
+        std::fs::read_to_string(shim.path().join("stdin/2-delete.yaml")).expect("deleted");
+    assert_eq!(deleted, applied);
+
+    let down = home.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+}

@@ -8,6 +8,7 @@ mod ec2;
 mod fault_matrix;
 mod heal_scale;
 mod kubernetes;
+mod manager;
 mod mesos;
 mod openstack;
 mod serve;

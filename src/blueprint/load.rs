@@ -101,6 +101,10 @@ struct Ctx<'a> {
     file: &'a str,
     index: YamlIndex,
     problems: Vec<Problem>,
+    /// Whether files the blueprint names (image archives) must be readable now. Not for a
+    /// blueprint recorded in the state: `down`, `status` and the manager's API must work after
+    /// those files are gone or on another machine; the steps that read them still fail clearly.
+    check_files: bool,
 }
 
 impl Ctx<'_> {
@@ -218,6 +222,20 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Blueprint, Problems> {
 }
 
 pub fn load_str(text: &str, path: &Path, sets: &[String]) -> Result<Blueprint, Problems> {
+    load_checked(text, path, sets, true)
+}
+
+/// A blueprint recorded in a deployment's state (already rendered; referenced files unchecked).
+pub fn load_recorded(text: &str, path: &Path) -> Result<Blueprint, Problems> {
+    load_checked(text, path, &[], false)
+}
+
+fn load_checked(
+    text: &str,
+    path: &Path,
+    sets: &[String],
+    check_files: bool,
+) -> Result<Blueprint, Problems> {
     let file = path.display().to_string();
     let lines: Vec<&str> = text.lines().collect();
     let mut problems = Vec::new();
@@ -303,6 +321,7 @@ pub fn load_str(text: &str, path: &Path, sets: &[String]) -> Result<Blueprint, P
         file: &file,
         index,
         problems,
+        check_files,
     };
     for d in ctx.index.duplicates.clone() {
         ctx.push(
@@ -543,6 +562,9 @@ fn check(
             ctx.push(loc, "docker.packages", "only used with `method: offline`");
         }
         for (i, p) in d.preload_images.iter().enumerate() {
+            if !ctx.check_files {
+                continue;
+            }
             if let Err(e) = crate::docker::preload::read_archive(&resolve_from(path, p)) {
                 let field = format!("docker.preload_images[{i}]");
                 let loc = ctx.index.value(&field);
@@ -600,6 +622,20 @@ fn check(
         None => Some(BTreeMap::new()),
     };
 
+    let services = match take(root, "services") {
+        Some(v) => ctx
+            .section::<BTreeMap<String, ServiceSpec>>(v, "services")
+            .map(|s| check_services(ctx, s, cluster)),
+        None => Some(BTreeMap::new()),
+    };
+    let manager = match take(root, "manager") {
+        Some(Value::Null) => None,
+        Some(v) => ctx
+            .section::<ManagerSpec>(v, "manager")
+            .map(|m| check_manager(ctx, m, groups.as_deref().unwrap_or(&[]))),
+        None => None,
+    };
+
     let outputs = check_outputs(ctx, outputs, groups.as_deref().unwrap_or(&[]), &inputs);
 
     Some(Blueprint {
@@ -618,6 +654,8 @@ fn check(
         groups: groups?,
         health: health?,
         containers: containers?,
+        services: services?,
+        manager,
         outputs,
         rendered,
     })
@@ -1128,6 +1166,73 @@ fn check_managers(ctx: &mut Ctx, groups: &[Group], cfg: &ClusterConfig) {
     }
 }
 
+/// `services:` entries: one of `file`/`definition`, a name Swarm and Kubernetes accept, and a
+/// cluster kind that has a scheduler to hand them to. Files are read when `up` deploys them (a
+/// recorded blueprint must still load after the file is gone, for `down`).
+fn check_services(
+    ctx: &mut Ctx,
+    services: BTreeMap<String, ServiceSpec>,
+    cluster: Option<ClusterKind>,
+) -> BTreeMap<String, ServiceSpec> {
+    if !services.is_empty() && matches!(cluster, Some(ClusterKind::Mesos | ClusterKind::None)) {
+        let loc = ctx.index.key("services");
+        ctx.push(
+            loc,
+            "services",
+            "Swarm stacks and Kubernetes manifests need cluster kind swarm or kubernetes; use `containers:` here",
+        );
+    }
+    for (name, s) in &services {
+        let at = format!("services.{name}");
+        if !valid_name(name, 40) {
+            let loc = ctx.index.key(&at);
+            ctx.push(
+                loc,
+                at.clone(),
+                "service names start with a letter and use 1-40 lowercase letters, digits and `-`",
+            );
+        }
+        if s.file.is_some() == s.definition.is_some() {
+            let loc = ctx.index.key(&at);
+            ctx.push(
+                loc,
+                at.clone(),
+                "give exactly one of `file` (a compose/manifest file) or `definition` (inline)",
+            );
+        }
+        if let Some(r) = &s.resolve_image {
+            if cluster != Some(ClusterKind::Swarm)
+                || !matches!(r.as_str(), "always" | "changed" | "never")
+            {
+                let field = format!("{at}.resolve_image");
+                let loc = ctx.index.value(&field);
+                ctx.push(loc, field, "Swarm only; one of always, changed, never");
+            }
+        }
+    }
+    services
+}
+
+/// `manager:`: a group that exists and a usable port.
+fn check_manager(ctx: &mut Ctx, m: ManagerSpec, groups: &[Group]) -> ManagerSpec {
+    if let Some(g) = &m.group {
+        if !groups.iter().any(|x| &x.name == g) {
+            let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+            let loc = ctx.index.value("manager.group");
+            ctx.push(
+                loc,
+                "manager.group",
+                format!("no group `{g}`; {}", expected_one_of(g, &names)),
+            );
+        }
+    }
+    if m.port == 0 {
+        let loc = ctx.index.value("manager.port");
+        ctx.push(loc, "manager.port", "must be 1-65535");
+    }
+    m
+}
+
 /// `containers:` entries: names usable as container names, groups that exist, a known restart
 /// policy, port/volume syntax, and image tarballs that are `docker save` archives.
 fn check_containers(
@@ -1220,7 +1325,7 @@ fn check_containers(
         }
         if let ImageSource::Tarball { src, sha256 } = &c.image {
             let field = format!("{at}.image.src");
-            if !src.starts_with("http://") && !src.starts_with("https://") {
+            if ctx.check_files && !src.starts_with("http://") && !src.starts_with("https://") {
                 if let Err(e) = crate::docker::preload::read_archive(&resolve_from(path, src)) {
                     let loc = ctx.index.value(&field);
                     ctx.push(loc, field.clone(), e.to_string());

@@ -19,6 +19,8 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "groups",
     "health",
     "containers",
+    "services",
+    "manager",
     "outputs",
 ];
 
@@ -191,6 +193,43 @@ pub struct ContainerSpec {
     pub restart: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// One entry of `services:`: what the cluster's own scheduler runs. A Swarm stack (a compose
+/// file, `docker stack deploy`) or Kubernetes manifests (`kubectl apply`), by cluster kind.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// A compose file (Swarm) or manifest file (Kubernetes), relative to the blueprint, rendered
+    /// with tera (`inputs.*`, `deployment`) when `up` deploys it.
+    pub file: Option<String>,
+    /// The same, inline (already rendered with the blueprint).
+    pub definition: Option<serde_json::Value>,
+    /// Swarm only: `docker stack deploy --resolve-image` (`always`, `changed`, `never`);
+    /// `never` for images that exist only on the nodes (preloaded, no registry).
+    pub resolve_image: Option<String>,
+}
+
+/// `manager:`: the containerized flotilla manager (an app container and a data-only container
+/// holding its volumes) on one node of the deployment.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerSpec {
+    /// Group whose first node hosts it (default: the first group with role manager, else the
+    /// first group).
+    pub group: Option<String>,
+    /// Port published on that node for the API.
+    #[serde(default = "default_manager_port")]
+    pub port: u16,
+    /// Image (default `flotilla/manager:<flotilla version>`, built on the operator's Docker
+    /// from the running binary when missing).
+    pub image: Option<String>,
+}
+
+pub const MANAGER_PORT: u16 = 8700;
+
+fn default_manager_port() -> u16 {
+    MANAGER_PORT
 }
 
 /// `cluster.kubernetes`: kubeadm settings.
@@ -382,6 +421,9 @@ pub struct Blueprint {
     pub health: HealthConfig,
     /// Container workloads by name.
     pub containers: BTreeMap<String, ContainerSpec>,
+    /// Swarm stacks / Kubernetes manifests by name.
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub manager: Option<ManagerSpec>,
     /// Output name -> tera template, rendered after bring-up.
     pub outputs: Vec<(String, String)>,
     /// The rendered YAML (kept in state for `plan` diffs and audits).

@@ -689,6 +689,27 @@ impl Orchestrator for Kubernetes {
         Ok(())
     }
 
+    async fn deploy_services(
+        &self,
+        managers: &[ClusterNode],
+        _name: &str,
+        definition: &str,
+        _resolve_image: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let script = format!("{KUBECTL} apply -f -");
+        super::pipe_to_manager(&self.pool, managers, "kubectl apply", &script, definition).await
+    }
+
+    async fn remove_services(
+        &self,
+        managers: &[ClusterNode],
+        _name: &str,
+        definition: &str,
+    ) -> Result<(), ClusterError> {
+        let script = format!("{KUBECTL} delete --ignore-not-found -f -");
+        super::pipe_to_manager(&self.pool, managers, "kubectl delete", &script, definition).await
+    }
+
     async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError> {
         self.pool
             .run_ok(

@@ -109,6 +109,65 @@ pub trait Orchestrator: Send + Sync {
     ) -> Result<(), ClusterError>;
     /// Undo what flotilla set up on a node that stays (static hosts on `down`).
     async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError>;
+    /// Hands a `services:` entry to the cluster's scheduler, through a manager: a Swarm stack
+    /// (`docker stack deploy`) or Kubernetes manifests (`kubectl apply`). Idempotent.
+    async fn deploy_services(
+        &self,
+        managers: &[ClusterNode],
+        name: &str,
+        definition: &str,
+        resolve_image: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let _ = (managers, definition, resolve_image);
+        Err(ClusterError::Cluster(format!(
+            "services.{name}: {} has no stack or manifest support; use `containers:`",
+            self.kind()
+        )))
+    }
+    /// Removes what `deploy_services` created for an entry (given the definition it deployed).
+    async fn remove_services(
+        &self,
+        managers: &[ClusterNode],
+        name: &str,
+        definition: &str,
+    ) -> Result<(), ClusterError> {
+        let _ = (managers, definition);
+        Err(ClusterError::Cluster(format!(
+            "services.{name}: {} has no stack or manifest support",
+            self.kind()
+        )))
+    }
+}
+
+/// Runs `script` on the first manager that answers, with `input` on its stdin (a compose file,
+/// manifests), failing with the script's own output when it exits non-zero everywhere.
+async fn pipe_to_manager(
+    pool: &crate::ssh::SshPool,
+    managers: &[ClusterNode],
+    what: &str,
+    script: &str,
+    input: &str,
+) -> Result<(), ClusterError> {
+    ask_managers(managers, |m| async move {
+        let out = pool
+            .run_with_input(
+                &m.target,
+                what,
+                script,
+                Some(input.as_bytes().to_vec()),
+                Some(std::time::Duration::from_secs(600)),
+            )
+            .await?;
+        if out.status == 0 {
+            Ok(())
+        } else {
+            Err(ClusterError::Node {
+                node: m.name.clone(),
+                message: format!("{what}: {}", crate::ssh::failure_tail_pub(&out)),
+            })
+        }
+    })
+    .await
 }
 
 /// Renders one of the cluster templates (tera; they may `{% include "retry.sh" %}`).

@@ -605,6 +605,43 @@ impl Orchestrator for Swarm {
         Ok(())
     }
 
+    async fn deploy_services(
+        &self,
+        managers: &[ClusterNode],
+        name: &str,
+        definition: &str,
+        resolve_image: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let script = format!(
+            "docker stack deploy --prune{} --compose-file - {}",
+            resolve_image
+                .map(|r| format!(" --resolve-image {}", shell_quote(r)))
+                .unwrap_or_default(),
+            shell_quote(name)
+        );
+        super::pipe_to_manager(
+            &self.pool,
+            managers,
+            "docker stack deploy",
+            &script,
+            definition,
+        )
+        .await
+    }
+
+    async fn remove_services(
+        &self,
+        managers: &[ClusterNode],
+        name: &str,
+        _definition: &str,
+    ) -> Result<(), ClusterError> {
+        let script = format!(
+            "cat >/dev/null; docker stack rm {} >/dev/null",
+            shell_quote(name)
+        );
+        super::pipe_to_manager(&self.pool, managers, "docker stack rm", &script, "").await
+    }
+
     async fn leave(&self, node: &ClusterNode) -> Result<(), ClusterError> {
         self.pool
             .run_ok(&node.target, "docker swarm leave", "docker info --format '{{.Swarm.LocalNodeState}}' | grep -q inactive || docker swarm leave --force >/dev/null", Some(Duration::from_secs(60)))

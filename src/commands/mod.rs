@@ -3,6 +3,7 @@
 mod down;
 mod heal;
 mod list;
+mod manager;
 mod outputs;
 mod plan;
 mod ps;
@@ -88,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             listen,
             token_file,
             request_timeout,
+            log_file,
         } => {
             let token_file = token_file.unwrap_or_else(|| home.root.join("api-token"));
             crate::serve::run(
@@ -96,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     listen,
                     token_file,
                     request_timeout,
+                    log_file,
                 },
             )
             .await?;
@@ -148,6 +151,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             lock,
         } => down::run(&home, &deployment, yes, json, cli.quiet, lock.wait_lock).await,
         Command::List => list::run(&home, json),
+        Command::Manager(m) => manager::run(&home, m, json).await,
     }
 }
 

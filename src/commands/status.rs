@@ -54,6 +54,9 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool) -> Result<i3
                 r.cluster,
                 if r.healthy { "healthy" } else { "DEGRADED" }
             );
+            if let Some(e) = &r.provider_error {
+                println!("  machine states unknown: {e}");
+            }
             println!(
                 "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} CLUSTER",
                 "NODE", "ROLE", "ADDRESS", "MACHINE", "SSH", "DOCKER"

@@ -100,6 +100,20 @@ pub async fn down(
                     report.warnings.push(format!("{}: {e}", r.name));
                 }
             }
+            if state.manager.as_ref().is_some_and(|m| m.node == r.name) {
+                progress.node(&r.name, "removing the manager and its data");
+                if let Err(e) = pool
+                    .run_ok(
+                        &t,
+                        "remove the manager",
+                        &crate::manager::remove_all_script(name),
+                        Some(Duration::from_secs(120)),
+                    )
+                    .await
+                {
+                    report.warnings.push(format!("{}: {e}", r.name));
+                }
+            }
             if let Some(orch) = crate::cluster::for_blueprint(&bp, pool.clone()) {
                 let node = ClusterNode::bare(&r.name, r.role, t);
                 progress.node(&r.name, &format!("leaving the {} cluster", orch.kind()));

@@ -8,6 +8,7 @@ pub mod nodes;
 pub mod plan;
 pub mod ps;
 pub mod scale;
+pub mod services;
 pub mod status;
 pub mod transfer;
 pub mod up;
@@ -85,7 +86,7 @@ pub fn recorded_public_key(state: &State) -> String {
 /// Re-reads the blueprint recorded in the state (for `down`/`status` without the file).
 pub fn recorded_blueprint(state: &State) -> Result<Blueprint> {
     let path = Path::new(&state.blueprint_path);
-    crate::blueprint::load_str(&state.blueprint_rendered, path, &[]).map_err(|p| {
+    crate::blueprint::load_recorded(&state.blueprint_rendered, path).map_err(|p| {
         Error::Other(format!(
             "the blueprint recorded in the state of `{}` no longer validates: {p}",
             state.deployment

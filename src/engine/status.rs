@@ -76,13 +76,27 @@ pub struct StatusReport {
     /// Cluster members that no node of the deployment accounts for.
     pub stray_members: Vec<Member>,
     pub routing_mesh: Option<bool>,
+    /// Why machine states are unknown (the provider API could not be asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_error: Option<String>,
 }
 
 pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
     let state = home.load_existing(name)?;
     let bp = recorded_blueprint(&state)?;
-    let provider = build_provider(&bp, &super::recorded_public_key(&state)).await?;
-    let observed = provider.describe(&Ownership::new(name)).await?;
+    // A provider API that cannot be reached does not blank out the rest: SSH, Docker and the
+    // cluster are still asked, and machines show as unknown.
+    let observed = match build_provider(&bp, &super::recorded_public_key(&state)).await {
+        Ok(provider) => provider
+            .describe(&Ownership::new(name))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (observed, provider_error) = match observed {
+        Ok(o) => (Some(o), None),
+        Err(e) => (None, Some(e)),
+    };
     let dir = home.deployment_dir(name);
     // status never changes the pinned keys: the ssh files go to a scratch folder.
     let scratch = tempfile::tempdir().map_err(|e| crate::error::Error::Other(e.to_string()))?;
@@ -103,11 +117,14 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
 
     let mut nodes = Vec::new();
     for r in state.nodes.values() {
-        let machine = observed
-            .iter()
-            .find(|m| Some(&m.id) == r.machine_id.as_ref())
-            .map(|m| m.state.as_str().to_string())
-            .unwrap_or_else(|| "gone".into());
+        let machine = match &observed {
+            None => "unknown (provider unreachable)".to_string(),
+            Some(observed) => observed
+                .iter()
+                .find(|m| Some(&m.id) == r.machine_id.as_ref())
+                .map(|m| m.state.as_str().to_string())
+                .unwrap_or_else(|| "gone".into()),
+        };
         let (ssh, docker) = match probes.get(&r.name) {
             Some(Ok(p)) => (
                 "ok".to_string(),
@@ -162,6 +179,7 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
         outputs: state.outputs.clone(),
         stray_members,
         routing_mesh: state.cluster.routing_mesh,
+        provider_error,
     })
 }
 

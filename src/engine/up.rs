@@ -84,6 +84,12 @@ pub struct UpReport {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub containers: BTreeMap<String, Vec<String>>,
     pub cluster: Option<ConvergeReport>,
+    /// `services:` entries: `name=deployed|removed`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// The containerized manager: installed by this run, or where it already runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manager: Option<serde_json::Value>,
     pub failed: BTreeMap<String, String>,
     pub nodes: Vec<crate::engine::status::NodeSummary>,
     pub outputs: BTreeMap<String, String>,
@@ -369,6 +375,13 @@ async fn converge(
         }
         run.save()?;
     }
+
+    // `services:` files are read and rendered before anything changes (a typo stops the run here).
+    let services = if run.command == "up" {
+        Some(super::services::render_all(bp).map_err(|p| Error::Usage(p.join("\n")))?)
+    } else {
+        None
+    };
 
     // Preflight + observe.
     run.progress.stage("preflight", 1);
@@ -790,6 +803,12 @@ async fn converge(
     }
     fault_point("after-cluster");
     containers_stage(run, &probed, &active, &mut report).await?;
+    if let (Some(orch), Some(wanted)) = (&orchestrator, &services) {
+        services_stage(run, orch.as_ref(), &cluster_nodes, wanted, &mut report).await?;
+    }
+    if run.command == "up" {
+        manager_stage(run, &probed, &mut report).await?;
+    }
 
     // Scale in: newest first, out of the cluster, then the machine.
     if !plan.remove.is_empty() {
@@ -816,9 +835,103 @@ async fn converge(
             .values()
             .flatten()
             .any(|c| !c.ends_with("=unchanged"))
-        || report.cluster.as_ref().is_some_and(ConvergeReport::changed);
+        || report.cluster.as_ref().is_some_and(ConvergeReport::changed)
+        || report.services.iter().any(|s| s.ends_with("=removed"))
+        || report
+            .manager
+            .as_ref()
+            .is_some_and(|m| m["action"] == "installed");
     run.save()?;
     Ok(report)
+}
+
+/// `services:` through the cluster's managers (skipped, with a failure, when none answers).
+async fn services_stage(
+    run: &mut Run<'_>,
+    orch: &dyn crate::cluster::Orchestrator,
+    cluster_nodes: &[ClusterNode],
+    wanted: &BTreeMap<String, String>,
+    report: &mut UpReport,
+) -> Result<()> {
+    if wanted.is_empty() && run.state.services_deployed.is_empty() {
+        return Ok(());
+    }
+    let managers: Vec<ClusterNode> = cluster_nodes
+        .iter()
+        .filter(|n| n.role == Role::Manager)
+        .cloned()
+        .collect();
+    if managers.is_empty() {
+        report.failed.insert(
+            "services".into(),
+            "no reachable manager node to deploy them through".into(),
+        );
+        return Ok(());
+    }
+    run.progress.stage(
+        "services",
+        (wanted.len() + run.state.services_deployed.len()) as u64,
+    );
+    let mut deployed = run.state.services_deployed.clone();
+    let (done, failed) =
+        super::services::converge(orch, &managers, run.bp, wanted, &mut deployed).await;
+    run.state.services_deployed = deployed;
+    run.j(
+        "services",
+        "",
+        Phase::Done,
+        json!({"done": done, "failed": failed}),
+    )?;
+    for line in &done {
+        run.progress
+            .node_done(line.split('=').next().unwrap_or(line), true, line);
+    }
+    report.services = done;
+    report.failed.extend(failed);
+    run.save()?;
+    Ok(())
+}
+
+/// Installs the manager when the blueprint has a `manager:` section and none is installed;
+/// an installed one is left alone (`flotilla manager upgrade|recover` change it).
+async fn manager_stage(
+    run: &mut Run<'_>,
+    probed: &BTreeMap<String, (Target, Probe)>,
+    report: &mut UpReport,
+) -> Result<()> {
+    if run.bp.manager.is_none() {
+        return Ok(());
+    }
+    if let Some(m) = &run.state.manager {
+        if run.state.nodes.contains_key(&m.node) {
+            report.manager = Some(json!({"action": "present", "node": m.node, "image": m.image}));
+            return Ok(());
+        }
+    }
+    run.progress.stage("manager", 1);
+    run.progress.info("installing the flotilla manager (image build on first use, then docker save | ssh docker load)");
+    let targets: Vec<Target> = probed.values().map(|(t, _)| t.clone()).collect();
+    let opts = crate::manager::InstallOptions::default();
+    let pool = run.pool.clone();
+    match crate::manager::install_locked(run.home, &mut run.state, run.bp, &pool, &targets, &opts)
+        .await
+    {
+        Ok(r) => {
+            run.j("manager", &r.node, Phase::Done, json!({"image": r.image}))?;
+            run.progress.node_done(&r.node, true, "manager installed");
+            report.manager = serde_json::to_value(&r).ok();
+        }
+        Err(e) => {
+            run.j(
+                "manager",
+                "",
+                Phase::Failed,
+                json!({"error": e.to_string()}),
+            )?;
+            report.failed.insert("manager".into(), e.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Copies what the provider reports about machines into their records.

@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub token_file: PathBuf,
     pub request_timeout: Duration,
+    /// Request log (one JSON line per request; never headers or bodies).
+    pub log_file: Option<PathBuf>,
 }
 
 pub struct AppState {
@@ -44,6 +46,7 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Deployments a webhook-started heal is running on (one at a time per deployment).
     pub healing: Mutex<HashSet<String>>,
+    pub request_log: Option<Mutex<std::fs::File>>,
 }
 
 /// An engine error as an HTTP answer.
@@ -125,9 +128,40 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
     let response = next.run(req).await;
-    state.metrics.request(&route, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.metrics.request(&route, status);
+    if let Some(log) = &state.request_log {
+        // The route template, not the path: no deployment names from unauthenticated callers.
+        let line = serde_json::json!({
+            "at": crate::util::now_rfc3339(),
+            "method": method,
+            "route": route,
+            "status": status,
+            "ms": started.elapsed().as_millis() as u64,
+        });
+        if let Ok(mut f) = log.lock() {
+            use std::io::Write;
+            let _ = writeln!(f, "{line}");
+        }
+    }
     response
+}
+
+fn open_log(path: &std::path::Path) -> crate::error::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Usage(format!("{}: {e}", dir.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| Error::Usage(format!("request log {}: {e}", path.display())))
 }
 
 pub async fn run(home: Home, opts: ServeOptions) -> crate::error::Result<()> {
@@ -145,6 +179,10 @@ pub async fn run(home: Home, opts: ServeOptions) -> crate::error::Result<()> {
         token,
         metrics: Metrics::default(),
         healing: Mutex::new(HashSet::new()),
+        request_log: match &opts.log_file {
+            None => None,
+            Some(p) => Some(Mutex::new(open_log(p)?)),
+        },
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

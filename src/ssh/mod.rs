@@ -10,7 +10,8 @@ mod pool;
 pub use keys::ensure_keypair;
 pub use known_hosts::KnownHostsFile;
 pub use pool::{
-    failure_tail as failure_tail_pub, shell_quote, CommandOutput, SshPool, SshSettings, Target,
+    failure_tail as failure_tail_pub, shell_quote, ByteStream, CommandOutput, SshPool, SshSettings,
+    Target,
 };
 
 use thiserror::Error;

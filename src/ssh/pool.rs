@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 use tracing::debug;
 
@@ -43,6 +43,18 @@ pub struct CommandOutput {
     pub status: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// Bytes streamed to a remote command's stdin.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
+/// What a remote command reads on stdin.
+enum Input {
+    /// The script itself (`sh -s`).
+    Script,
+    Bytes(Vec<u8>),
+    Stream(ByteStream),
 }
 
 pub struct SshPool {
@@ -243,37 +255,115 @@ impl SshPool {
         data: Option<Vec<u8>>,
         timeout: Option<Duration>,
     ) -> Result<CommandOutput, SshError> {
+        let input = match data {
+            None => Input::Script,
+            Some(d) => Input::Bytes(d),
+        };
+        self.exec(t, what, script, input, None, timeout).await
+    }
+
+    /// Runs `script` (as `sh -c`) with `input` streamed to its stdin as it arrives — `docker
+    /// save | ssh node docker load` without a temporary file.
+    pub async fn run_streaming_in(
+        &self,
+        t: &Target,
+        what: &str,
+        script: &str,
+        input: ByteStream,
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, SshError> {
+        self.exec(t, what, script, Input::Stream(input), None, timeout)
+            .await
+    }
+
+    /// Runs `script` and copies its stdout into `sink` as it comes (backups of a node's data);
+    /// the returned output has the exit status and stderr only.
+    pub async fn run_streaming_out(
+        &self,
+        t: &Target,
+        what: &str,
+        script: &str,
+        sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, SshError> {
+        self.exec(t, what, script, Input::Script, Some(sink), timeout)
+            .await
+    }
+
+    async fn exec(
+        &self,
+        t: &Target,
+        what: &str,
+        script: &str,
+        input: Input,
+        sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, SshError> {
         let session = self.session(t).await?;
         let timeout = timeout.unwrap_or(self.settings.command_timeout);
         let fut = async {
-            let mut cmd = match &data {
-                None => {
-                    let mut c = session.clone().arc_raw_command("sh");
-                    c.arg("-s");
-                    c
+            let mut cmd = session.clone().arc_raw_command("sh");
+            match &input {
+                Input::Script => {
+                    cmd.arg("-s");
                 }
-                Some(_) => {
-                    let mut c = session.clone().arc_raw_command("sh");
-                    // `arg` would shell-escape a second time; the script is quoted once, here.
-                    c.arg("-c").raw_arg(shell_quote(script));
-                    c
+                // `arg` would shell-escape a second time; the script is quoted once, here.
+                Input::Bytes(_) | Input::Stream(_) => {
+                    cmd.arg("-c").raw_arg(shell_quote(script));
                 }
-            };
+            }
             cmd.stdin(openssh::Stdio::piped())
                 .stdout(openssh::Stdio::piped())
                 .stderr(openssh::Stdio::piped());
             let mut child = cmd.spawn().await?;
-            if let Some(mut stdin) = child.stdin().take() {
-                let payload: Vec<u8> = match &data {
-                    None => script.as_bytes().to_vec(),
-                    Some(d) => d.clone(),
-                };
-                // A failed write shows up as the command's own failure below.
-                let _ = stdin.write_all(&payload).await;
+            let stdin = child.stdin().take();
+            let stdout = child.stdout().take();
+            let stderr = child.stderr().take();
+            // stdin, stdout and stderr are served together: a command that writes a lot before
+            // reading all of its input would otherwise block on a full pipe.
+            let feed = async move {
+                let Some(mut stdin) = stdin else { return };
+                // A failed write shows up as the command's own failure.
+                match input {
+                    Input::Script => {
+                        let _ = stdin.write_all(script.as_bytes()).await;
+                    }
+                    Input::Bytes(d) => {
+                        let _ = stdin.write_all(&d).await;
+                    }
+                    Input::Stream(mut s) => {
+                        use futures::StreamExt;
+                        while let Some(chunk) = s.next().await {
+                            let Ok(chunk) = chunk else { break };
+                            if stdin.write_all(&chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
                 let _ = stdin.shutdown().await;
-                drop(stdin);
-            }
-            child.wait_with_output().await
+            };
+            let drain_out = async move {
+                let mut buf = Vec::new();
+                if let Some(mut out) = stdout {
+                    let copied = match sink {
+                        Some(sink) => tokio::io::copy(&mut out, sink).await.map(|_| ()),
+                        None => out.read_to_end(&mut buf).await.map(|_| ()),
+                    };
+                    copied?;
+                }
+                Ok(buf)
+            };
+            let drain_err = async move {
+                let mut buf = Vec::new();
+                if let Some(mut err) = stderr {
+                    let _ = err.read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let ((), out, err) = tokio::join!(feed, drain_out, drain_err);
+            let status = child.wait().await?;
+            Ok::<_, openssh::Error>((status, out, err))
         };
         match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(SshError::Timeout {
@@ -290,10 +380,14 @@ impl SshPool {
                     message: error_chain(&e),
                 })
             }
-            Ok(Ok(out)) => Ok(CommandOutput {
-                status: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            Ok(Ok((_, Err(e), _))) => Err(SshError::Local {
+                what: format!("{}: {what}: writing its output", t.node),
+                source: e,
+            }),
+            Ok(Ok((status, Ok(out), err))) => Ok(CommandOutput {
+                status: status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out).into_owned(),
+                stderr: String::from_utf8_lossy(&err).into_owned(),
             }),
         }
     }

@@ -110,9 +110,29 @@ pub struct State {
     /// Whether `containers:` workloads were deployed (so removing the last entry still cleans up).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub containers_deployed: bool,
+    /// `services:` entries deployed, with the text handed to the scheduler (Kubernetes needs it
+    /// to delete what an entry created once the entry is gone).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services_deployed: BTreeMap<String, String>,
+    /// The containerized manager, once installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<ManagerRecord>,
     pub runs: Vec<RunRecord>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// Where the manager runs and from which image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManagerRecord {
+    pub node: String,
+    pub port: u16,
+    /// The image tag, and its ID when it was (re)started.
+    pub image: String,
+    pub image_id: String,
+    pub installed_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgraded_at: Option<String>,
 }
 
 /// Runs kept in the state file (the journal keeps every step).
@@ -135,6 +155,8 @@ impl State {
             outputs: BTreeMap::new(),
             count_overrides: BTreeMap::new(),
             containers_deployed: false,
+            services_deployed: BTreeMap::new(),
+            manager: None,
             runs: Vec::new(),
             created_at: now.to_string(),
             updated_at: now.to_string(),

@@ -1,0 +1,519 @@
+//! `flotilla manager install|upgrade|recover|backup|status` on a deployment.
+
+use super::image::{self, default_tag};
+use super::remote::{self, ContainerState};
+use super::{ManagerError, DATA_CONTAINER};
+use crate::blueprint::{Blueprint, MANAGER_PORT};
+use crate::error::{Error, Result};
+use crate::ssh::{SshPool, Target};
+use crate::state::{Home, ManagerRecord, State};
+use flotilla_provider_core::Role;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Default, Clone)]
+pub struct InstallOptions {
+    /// Image tag (default: the blueprint's `manager.image`, else `flotilla/manager:<version>`).
+    pub image: Option<String>,
+    /// A `manager backup` archive to restore into the new data container instead of seeding it.
+    pub data: Option<PathBuf>,
+    pub wait_lock: Option<Duration>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ManagerReport {
+    pub deployment: String,
+    pub node: String,
+    /// `installed`, `upgraded`, `recovered`, `unchanged`, `backed-up`, `status`.
+    pub action: String,
+    pub url: Option<String>,
+    pub image: String,
+    pub image_shipped: bool,
+    /// Where the operator's copy of the API token is (never the token itself).
+    pub token_file: String,
+    pub data_container: ContainerState,
+    pub app_container: ContainerState,
+    /// How long the API took to answer after (re)start.
+    pub answered_after: Option<String>,
+    /// `backup`: the archive written and its size.
+    pub file: Option<String>,
+    pub bytes: Option<u64>,
+}
+
+/// The operator's copy of the manager's API token.
+pub fn token_file(home: &Home, deployment: &str) -> PathBuf {
+    home.deployment_dir(deployment).join("manager-token")
+}
+
+struct Opened {
+    state: State,
+    bp: Blueprint,
+    pool: Arc<SshPool>,
+    targets: Vec<Target>,
+}
+
+fn open(home: &Home, name: &str) -> Result<Opened> {
+    let state = home.load_existing(name)?;
+    let bp = crate::engine::effective_blueprint(&state)?;
+    let dir = home.deployment_dir(name);
+    let (pool, targets) =
+        crate::engine::nodes::pool_for_recorded(&bp, &state, &dir, Duration::from_secs(30), None)?;
+    Ok(Opened {
+        state,
+        bp,
+        pool,
+        targets,
+    })
+}
+
+/// The node that hosts (or will host) the manager: the recorded one while it exists, else the
+/// first node of `manager.group` (default: the first manager-role group, else the first group).
+pub fn host_node(state: &State, bp: &Blueprint) -> Result<String> {
+    if let Some(m) = &state.manager {
+        if state.nodes.contains_key(&m.node) {
+            return Ok(m.node.clone());
+        }
+    }
+    let group = bp
+        .manager
+        .as_ref()
+        .and_then(|m| m.group.clone())
+        .or_else(|| {
+            bp.groups
+                .iter()
+                .find(|g| g.role == Role::Manager)
+                .or(bp.groups.first())
+                .map(|g| g.name.clone())
+        })
+        .ok_or_else(|| Error::Usage("the blueprint has no groups".into()))?;
+    state
+        .nodes
+        .values()
+        .filter(|r| r.group == group && r.ssh_address().is_some())
+        .min_by_key(|r| (r.name.len(), r.name.clone()))
+        .map(|r| r.name.clone())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "group `{group}` has no node with an address to run the manager on; `flotilla up` first"
+            ))
+        })
+}
+
+fn target<'a>(targets: &'a [Target], node: &str) -> Result<&'a Target> {
+    targets
+        .iter()
+        .find(|t| t.node == node)
+        .ok_or_else(|| Error::Other(format!("node {node} has no SSH address in the state")))
+}
+
+/// The image to use and its local ID; the default tag is built when missing, another tag must
+/// already be on the local engine.
+async fn local_image(docker: &bollard::Docker, tag: &str) -> Result<String> {
+    if let Some(id) = image::local_image_id(docker, tag).await {
+        return Ok(id);
+    }
+    if tag == default_tag() {
+        let built = image::build(docker, tag).await?;
+        return Ok(built.id);
+    }
+    Err(Error::Usage(format!(
+        "image {tag} is not on the local Docker engine; build it with `flotilla manager image build --tag {tag}`"
+    )))
+}
+
+fn url(state: &State, node: &str, port: u16) -> Option<String> {
+    state
+        .nodes
+        .get(node)
+        .and_then(|r| r.ssh_address())
+        .map(|a| match a {
+            std::net::IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+            v4 => format!("http://{v4}:{port}"),
+        })
+}
+
+fn port_of(state: &State, bp: &Blueprint) -> u16 {
+    state
+        .manager
+        .as_ref()
+        .map(|m| m.port)
+        .or(bp.manager.as_ref().map(|m| m.port))
+        .unwrap_or(MANAGER_PORT)
+}
+
+/// A tar holding `api-token` and `export.tar`, for `manager init-data` in the new container.
+fn seed_archive(home: &Home, name: &str, token: &str) -> Result<Vec<u8>> {
+    let export = crate::engine::transfer::export(home, name)?;
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, body) in [
+        ("api-token", format!("{token}\n").into_bytes()),
+        ("export.tar", export),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, path, body.as_slice())
+            .map_err(|e| Error::Other(format!("building the seed: {e}")))?;
+    }
+    b.into_inner()
+        .map_err(|e| Error::Other(format!("building the seed: {e}")))
+}
+
+fn once(bytes: Vec<u8>) -> crate::ssh::ByteStream {
+    Box::pin(futures::stream::once(async move {
+        Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))
+    }))
+}
+
+/// The API token inside a backup archive (`data/api-token`), to keep the operator's copy in step.
+fn token_in_backup(path: &Path) -> Result<Option<String>> {
+    use std::io::Read;
+    let f =
+        std::fs::File::open(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let mut a = tar::Archive::new(std::io::BufReader::new(f));
+    let bad = |e: std::io::Error| {
+        Error::Usage(format!("{} is not a manager backup: {e}", path.display()))
+    };
+    for entry in a.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.path().map_err(bad)?.as_os_str() == "data/api-token" {
+            let mut t = String::new();
+            entry.read_to_string(&mut t).map_err(bad)?;
+            return Ok(Some(t.trim().to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// Installs the manager on the deployment's host node. Used by `manager install` (which takes
+/// the lock) and by `up` (which holds it).
+pub async fn install_locked(
+    home: &Home,
+    state: &mut State,
+    bp: &Blueprint,
+    pool: &SshPool,
+    targets: &[Target],
+    opts: &InstallOptions,
+) -> Result<ManagerReport> {
+    let name = state.deployment.clone();
+    let node = host_node(state, bp)?;
+    let t = target(targets, &node)?;
+    let (data, _) = remote::inspect(pool, t).await?;
+    if data.present {
+        return Err(ManagerError::Refused(format!(
+            "a manager already exists on {node} (its data container {DATA_CONTAINER} is there); `flotilla manager upgrade {name}` changes its image, `flotilla manager recover {name}` re-creates its app container, `flotilla manager backup {name}` saves its data"
+        ))
+        .into());
+    }
+    let tag = opts
+        .image
+        .clone()
+        .or(bp.manager.as_ref().and_then(|m| m.image.clone()))
+        .unwrap_or_else(default_tag);
+    let port = port_of(state, bp);
+    let docker = image::local_docker()?;
+    let local_id = local_image(&docker, &tag).await?;
+    let shipped = remote::ship_image(pool, t, &docker, &tag, &local_id).await?;
+    remote::create_data(pool, t, &name, &tag).await?;
+    let tokens = token_file(home, &name);
+    // From here a failure removes both containers again, so a re-run starts clean.
+    let seeded: Result<Duration> = async {
+        match &opts.data {
+            Some(backup) => {
+                let token = token_in_backup(backup)?;
+                let f = tokio::fs::File::open(backup)
+                    .await
+                    .map_err(|e| Error::Usage(format!("{}: {e}", backup.display())))?;
+                let stream = tokio_util::io::ReaderStream::new(f);
+                remote::one_off_with_input(pool, t, &name, &tag, "restore-data", Box::pin(stream))
+                    .await?;
+                if let Some(token) = token {
+                    crate::state::write_atomic(&tokens, format!("{token}\n").as_bytes())?;
+                }
+            }
+            None => {
+                let (token, _) = crate::serve::auth::load_or_create(&tokens)
+                    .map_err(|e| Error::Other(e.to_string()))?;
+                let seed = seed_archive(home, &name, &token)?;
+                remote::one_off_with_input(pool, t, &name, &tag, "init-data", once(seed)).await?;
+            }
+        }
+        remote::run_app(pool, t, &name, &tag, port).await?;
+        Ok(remote::wait_healthy(pool, t).await?)
+    }
+    .await;
+    let answered = match seeded {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = pool
+                .run(
+                    t,
+                    "undo the install",
+                    &remote::remove_all_script(&name),
+                    Some(Duration::from_secs(60)),
+                )
+                .await;
+            return Err(e);
+        }
+    };
+    let (data, app) = remote::inspect(pool, t).await?;
+    state.manager = Some(ManagerRecord {
+        node: node.clone(),
+        port,
+        image: tag.clone(),
+        image_id: app.image_id.clone(),
+        installed_at: crate::util::now_rfc3339(),
+        upgraded_at: None,
+    });
+    home.save(state)?;
+    Ok(ManagerReport {
+        deployment: name.clone(),
+        url: url(state, &node, port),
+        node,
+        action: "installed".into(),
+        image: tag,
+        image_shipped: shipped,
+        token_file: tokens.display().to_string(),
+        data_container: data,
+        app_container: app,
+        answered_after: Some(crate::util::human_duration(answered)),
+        file: None,
+        bytes: None,
+    })
+}
+
+pub async fn install(home: &Home, name: &str, opts: &InstallOptions) -> Result<ManagerReport> {
+    let _lock = crate::engine::lock_existing(home, name, "manager install", opts.wait_lock)?;
+    let mut o = open(home, name)?;
+    let r = install_locked(home, &mut o.state, &o.bp, &o.pool, &o.targets, opts).await;
+    o.pool.close_all().await;
+    r
+}
+
+/// The recorded manager (or a clear refusal when there is none).
+fn recorded(state: &State) -> Result<ManagerRecord> {
+    state.manager.clone().ok_or_else(|| {
+        ManagerError::Refused(format!(
+            "deployment `{}` has no manager; `flotilla manager install {}` installs one",
+            state.deployment, state.deployment
+        ))
+        .into()
+    })
+}
+
+fn report(
+    home: &Home,
+    state: &State,
+    m: &ManagerRecord,
+    action: &str,
+    data: ContainerState,
+    app: ContainerState,
+) -> ManagerReport {
+    ManagerReport {
+        deployment: state.deployment.clone(),
+        node: m.node.clone(),
+        action: action.into(),
+        url: url(state, &m.node, m.port),
+        image: m.image.clone(),
+        image_shipped: false,
+        token_file: token_file(home, &state.deployment).display().to_string(),
+        data_container: data,
+        app_container: app,
+        answered_after: None,
+        file: None,
+        bytes: None,
+    }
+}
+
+/// Replaces the app container with one from another image; the data container is untouched.
+/// If the new one does not answer, the old image is started again.
+pub async fn upgrade(home: &Home, name: &str, opts: &InstallOptions) -> Result<ManagerReport> {
+    let _lock = crate::engine::lock_existing(home, name, "manager upgrade", opts.wait_lock)?;
+    let o = open(home, name)?;
+    let r = upgrade_opened(home, o.state, &o.pool, &o.targets, opts).await;
+    o.pool.close_all().await;
+    r
+}
+
+async fn upgrade_opened(
+    home: &Home,
+    mut state: State,
+    pool: &SshPool,
+    targets: &[Target],
+    opts: &InstallOptions,
+) -> Result<ManagerReport> {
+    let m = recorded(&state)?;
+    let t = target(targets, &m.node)?;
+    let (data, app) = remote::inspect(pool, t).await?;
+    if !data.present {
+        return Err(ManagerError::Refused(format!(
+            "{}: the data container {DATA_CONTAINER} is gone, so there is nothing to upgrade; `flotilla manager install {name} --data BACKUP` restores from a backup",
+            m.node,
+            name = state.deployment
+        ))
+        .into());
+    }
+    let tag = opts.image.clone().unwrap_or_else(default_tag);
+    let docker = image::local_docker()?;
+    let local_id = local_image(&docker, &tag).await?;
+    if app.present && app.status == "running" && app.image_id == local_id {
+        return Ok(report(home, &state, &m, "unchanged", data, app));
+    }
+    let shipped = remote::ship_image(pool, t, &docker, &tag, &local_id).await?;
+    remote::remove_app(pool, t).await?;
+    remote::run_app(pool, t, &state.deployment, &tag, m.port).await?;
+    let answered = match remote::wait_healthy(pool, t).await {
+        Ok(d) => d,
+        Err(e) => {
+            remote::remove_app(pool, t).await?;
+            remote::run_app(pool, t, &state.deployment, &m.image, m.port).await?;
+            let back = remote::wait_healthy(pool, t).await;
+            return Err(Error::Other(format!(
+                "{e}; the app container was started again from {} ({})",
+                m.image,
+                match back {
+                    Ok(_) => "it answers".to_string(),
+                    Err(e2) => format!("it does not answer either: {e2}"),
+                }
+            )));
+        }
+    };
+    let (data, app) = remote::inspect(pool, t).await?;
+    let mut rec = m.clone();
+    rec.image = tag;
+    rec.image_id = app.image_id.clone();
+    rec.upgraded_at = Some(crate::util::now_rfc3339());
+    state.manager = Some(rec.clone());
+    home.save(&state)?;
+    let mut r = report(home, &state, &rec, "upgraded", data, app);
+    r.image_shipped = shipped;
+    r.answered_after = Some(crate::util::human_duration(answered));
+    Ok(r)
+}
+
+/// Re-creates the app container over the existing data container (after `docker kill`, a
+/// removed container, a node reboot with the container gone). A running, answering app is left
+/// alone.
+pub async fn recover(
+    home: &Home,
+    name: &str,
+    wait_lock: Option<Duration>,
+) -> Result<ManagerReport> {
+    let _lock = crate::engine::lock_existing(home, name, "manager recover", wait_lock)?;
+    let o = open(home, name)?;
+    let r = recover_opened(home, &o.state, &o.pool, &o.targets).await;
+    o.pool.close_all().await;
+    r
+}
+
+async fn recover_opened(
+    home: &Home,
+    state: &State,
+    pool: &SshPool,
+    targets: &[Target],
+) -> Result<ManagerReport> {
+    let m = recorded(state)?;
+    let t = target(targets, &m.node)?;
+    let (data, app) = remote::inspect(pool, t).await?;
+    if !data.present {
+        return Err(ManagerError::Refused(format!(
+            "{}: the data container {DATA_CONTAINER} is gone, so there is nothing to recover; `flotilla manager install {name} --data BACKUP` restores from a backup",
+            m.node,
+            name = state.deployment
+        ))
+        .into());
+    }
+    if app.status == "running" && remote::wait_healthy_once(pool, t).await {
+        return Ok(report(home, state, &m, "unchanged", data, app));
+    }
+    let mut shipped = false;
+    if remote::image_id(pool, t, &m.image).await?.is_none() {
+        let docker = image::local_docker()?;
+        let local_id = local_image(&docker, &m.image).await?;
+        shipped = remote::ship_image(pool, t, &docker, &m.image, &local_id).await?;
+    }
+    remote::remove_app(pool, t).await?;
+    remote::run_app(pool, t, &state.deployment, &m.image, m.port).await?;
+    let answered = remote::wait_healthy(pool, t).await?;
+    let (data, app) = remote::inspect(pool, t).await?;
+    let mut r = report(home, state, &m, "recovered", data, app);
+    r.image_shipped = shipped;
+    r.answered_after = Some(crate::util::human_duration(answered));
+    Ok(r)
+}
+
+/// Streams both data volumes into `file` (0600: it holds the deployment's SSH key and the API
+/// token), written to a temporary name first so a failed backup leaves no half file.
+pub async fn backup(home: &Home, name: &str, file: &Path) -> Result<ManagerReport> {
+    let o = open(home, name)?;
+    let r = backup_opened(home, &o.state, &o.pool, &o.targets, file).await;
+    o.pool.close_all().await;
+    r
+}
+
+async fn backup_opened(
+    home: &Home,
+    state: &State,
+    pool: &SshPool,
+    targets: &[Target],
+    file: &Path,
+) -> Result<ManagerReport> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let m = recorded(state)?;
+    let t = target(targets, &m.node)?;
+    let (data, app) = remote::inspect(pool, t).await?;
+    if !data.present {
+        return Err(ManagerError::Refused(format!(
+            "{}: the data container {DATA_CONTAINER} is gone; there is nothing to back up",
+            m.node
+        ))
+        .into());
+    }
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.partial",
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "backup".into())
+    ));
+    let std_file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::Usage(format!("{}: {e}", tmp.display())))?;
+    let mut out = tokio::fs::File::from_std(std_file);
+    let dumped = remote::dump_data(pool, t, &state.deployment, &m.image, &mut out).await;
+    let synced = {
+        use tokio::io::AsyncWriteExt;
+        out.flush().await.and(out.sync_all().await)
+    };
+    drop(out);
+    if let Err(e) = dumped {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    synced.map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, file).map_err(|e| Error::Other(format!("{}: {e}", file.display())))?;
+    let bytes = std::fs::metadata(file).map(|m| m.len()).ok();
+    let mut r = report(home, state, &m, "backed-up", data, app);
+    r.file = Some(file.display().to_string());
+    r.bytes = bytes;
+    Ok(r)
+}
+
+pub async fn status(home: &Home, name: &str) -> Result<ManagerReport> {
+    let o = open(home, name)?;
+    let m = recorded(&o.state)?;
+    let t = target(&o.targets, &m.node)?;
+    let r = remote::inspect(&o.pool, t).await;
+    o.pool.close_all().await;
+    let (data, app) = r?;
+    Ok(report(home, &o.state, &m, "status", data, app))
+}
