@@ -106,6 +106,9 @@ pub enum Command {
         /// Archive to write (`-` for stdout).
         #[arg(long, short = 'f')]
         file: std::path::PathBuf,
+        /// Also the manager's data volumes (a `manager backup`, streamed from its node).
+        #[arg(long)]
+        with_manager_data: bool,
     },
     /// Take over a deployment from an `export` archive (refuses to replace an existing one).
     Import {

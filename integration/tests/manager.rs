@@ -256,6 +256,36 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
         );
     }
 
+    // export --with-manager-data carries the same volumes to another operator home.
+    let moved = home.path().join("moved.tar");
+    let ex = home.run(&[
+        "export",
+        DEPLOYMENT,
+        "--with-manager-data",
+        "-f",
+        moved.to_str().expect("utf8"),
+    ]);
+    assert_eq!(ex.status.code(), Some(0), "export: {}", stderr(&ex));
+    let other = Home::new();
+    let im = other.run(&["import", moved.to_str().expect("utf8")]);
+    assert_eq!(im.status.code(), Some(0), "import: {}", stderr(&im));
+    assert!(stdout(&im).contains("manager install"), "{}", stdout(&im));
+    let carried = other
+        .path()
+        .join("deployments")
+        .join(DEPLOYMENT)
+        .join("manager-data.tar");
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&carried)
+        .output()
+        .expect("tar");
+    assert!(
+        stdout(&listing).lines().any(|l| l == "data/api-token"),
+        "{}",
+        stdout(&listing)
+    );
+
     // Install over an existing manager is refused, pointing at upgrade/recover.
     let again = home.run(&["manager", "install", DEPLOYMENT]);
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));

@@ -345,6 +345,39 @@ fn cases() -> Vec<Case> {
             line: Some(17),
         },
         Case {
+            what: "manager on an unknown group",
+            text: Some(format!("{BASE}manager:\n  group: workerz\n")),
+            args: &[],
+            expect: &["manager.group", "did you mean `workers`"],
+            line: Some(14),
+        },
+        Case {
+            what: "service with both file and definition",
+            text: Some(format!(
+                "{BASE}services:\n  web:\n    file: web.yml\n    definition: {{services: {{}}}}\n"
+            )),
+            args: &[],
+            expect: &["services.web", "exactly one of `file`"],
+            line: Some(14),
+        },
+        Case {
+            what: "service file missing",
+            text: Some(format!("{BASE}services:\n  web:\n    file: no-such-stack.yml\n")),
+            args: &[],
+            expect: &["services.web.file", "no-such-stack.yml", "cannot read"],
+            line: None,
+        },
+        Case {
+            what: "services on mesos",
+            text: Some(
+                BASE.replacen("kind: swarm", "kind: mesos", 1)
+                    + "services:\n  web:\n    file: web.yml\n",
+            ),
+            args: &[],
+            expect: &["services", "swarm or kubernetes", "containers:"],
+            line: Some(13),
+        },
+        Case {
             what: "bad duration",
             text: Some(format!("{BASE}ssh:\n  connect_timeout: fast\n")),
             args: &[],

@@ -58,6 +58,17 @@ fn print(r: &ManagerReport, json: bool) {
     }
 }
 
+/// A manager backup in memory (for `export --with-manager-data`), through a 0600 temporary file.
+pub async fn backup_bytes(home: &Home, deployment: &str) -> Result<Vec<u8>> {
+    let dir = tempfile::Builder::new()
+        .prefix(".export-")
+        .tempdir_in(&home.root)
+        .map_err(|e| Error::Other(format!("{}: {e}", home.root.display())))?;
+    let file = dir.path().join("manager-data.tar");
+    manager::backup(home, deployment, &file).await?;
+    std::fs::read(&file).map_err(|e| Error::Other(format!("{}: {e}", file.display())))
+}
+
 fn manager_ok(r: &ManagerReport) -> i32 {
     let app = &r.app_container;
     if r.data_container.present && app.present && app.status == "running" {

@@ -3,7 +3,7 @@
 mod down;
 mod heal;
 mod list;
-mod manager;
+pub(crate) mod manager;
 mod outputs;
 mod plan;
 mod ps;
@@ -34,8 +34,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Stop(a) => ps::signal(&home, &a, crate::engine::ps::Signal::Stop, json).await,
         Command::Kill(a) => ps::signal(&home, &a, crate::engine::ps::Signal::Kill, json).await,
-        Command::Export { deployment, file } => {
-            let bytes = crate::engine::transfer::export(&home, &deployment)?;
+        Command::Export {
+            deployment,
+            file,
+            with_manager_data,
+        } => {
+            let manager_data = if with_manager_data {
+                Some(manager::backup_bytes(&home, &deployment).await?)
+            } else {
+                None
+            };
+            let bytes =
+                crate::engine::transfer::export_with(&home, &deployment, manager_data.as_deref())?;
             if file.as_os_str() == "-" {
                 use std::io::Write;
                 std::io::stdout()
@@ -81,6 +91,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         ""
                     }
                 );
+                if r.files
+                    .iter()
+                    .any(|f| f == crate::engine::transfer::MANAGER_DATA)
+                {
+                    println!(
+                        "The manager's data is in {}; `flotilla manager install {} --data <that file>` restores it into a new manager.",
+                        home.deployment_dir(&r.deployment)
+                            .join(crate::engine::transfer::MANAGER_DATA)
+                            .display(),
+                        r.deployment
+                    );
+                }
             }
             Ok(0)
         }

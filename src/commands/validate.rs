@@ -5,6 +5,14 @@ use serde_json::json;
 
 pub fn run(args: &BlueprintArgs, json: bool) -> Result<i32> {
     let bp = blueprint::load(&args.blueprint, &args.set)?;
+    // `services:` files are read and rendered by `up`; check them here too.
+    if let Err(problems) = crate::engine::services::render_all(&bp) {
+        return Err(crate::error::Error::Usage(format!(
+            "{}: {}",
+            args.blueprint.display(),
+            problems.join("\n")
+        )));
+    }
     if json {
         super::print_json(&json!({
             "valid": true,

@@ -12,6 +12,9 @@ const FORMAT: u32 = 1;
 /// Files carried besides the state (when present); the key is added under a fixed name.
 const CARRIED: &[&str] = &["known_hosts", "kubeconfig", "journal.jsonl"];
 const KEY: &str = "id_ed25519";
+/// The manager's data volumes (`export --with-manager-data`), kept by `import` for
+/// `flotilla manager install NAME --data <dir>/manager-data.tar`.
+pub const MANAGER_DATA: &str = "manager-data.tar";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Manifest {
@@ -33,6 +36,11 @@ fn append(b: &mut tar::Builder<Vec<u8>>, name: &str, body: &[u8]) -> Result<()> 
 
 /// The archive's bytes.
 pub fn export(home: &Home, name: &str) -> Result<Vec<u8>> {
+    export_with(home, name, None)
+}
+
+/// The archive, with a manager backup added when given.
+pub fn export_with(home: &Home, name: &str, manager_data: Option<&[u8]>) -> Result<Vec<u8>> {
     let state = home.load_existing(name)?;
     let dir = home.deployment_dir(name);
     let mut b = tar::Builder::new(Vec::new());
@@ -69,6 +77,9 @@ pub fn export(home: &Home, name: &str) -> Result<Vec<u8>> {
             append(&mut b, f, &body)?;
         }
     }
+    if let Some(data) = manager_data {
+        append(&mut b, MANAGER_DATA, data)?;
+    }
     b.into_inner()
         .map_err(|e| Error::Other(format!("building the archive: {e}")))
 }
@@ -99,6 +110,7 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
             || path == "state.json"
             || path == KEY
             || path == format!("{KEY}.pub")
+            || path == MANAGER_DATA
             || CARRIED.contains(&path.as_str());
         if !allowed {
             return Err(Error::Usage(format!(
