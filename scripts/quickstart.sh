@@ -48,6 +48,8 @@ The swarm is up. Reach it:
   $FLOTILLA status local-swarm
   $FLOTILLA ssh local-swarm managers-1 -- docker node ls
   $FLOTILLA ssh local-swarm managers-1          # a shell on the manager (docker CLI there)
+The flotilla manager (API, Alertmanager webhook, metrics) runs on the manager node:
+  $FLOTILLA manager status local-swarm          # its URL; the API token is in the file it names
 Tear it down:
   $FLOTILLA down local-swarm --yes
 MSG

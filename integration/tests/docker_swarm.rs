@@ -157,6 +157,23 @@ fn swarm_up_service_rerun_and_down() {
     for n in nodes {
         assert_eq!(n["cluster"], "ready/active", "{n}");
     }
+    // The shipped blueprint's manager: installed by that first up, the API answering on the node.
+    let m = home.run(&["manager", "status", DEPLOYMENT, "-o", "json"]);
+    assert_eq!(m.status.code(), Some(0), "manager status: {}", stderr(&m));
+    let m = json(&m);
+    assert_eq!(m["node"], "managers-1", "{m}");
+    assert_eq!(m["app_container"]["status"], "running", "{m}");
+    let url = m["url"]
+        .as_str()
+        .expect("url")
+        .trim_start_matches("http://")
+        .to_string();
+    let (ip, port) = url.rsplit_once(':').expect("host:port");
+    let health = http_get(ip, port.parse().expect("port")).expect("GET / on the manager API");
+    assert!(
+        health.starts_with("HTTP/1.0 404") || health.starts_with("HTTP/1.1 404"),
+        "{health}"
+    );
     let names: Vec<String> = nodes
         .iter()
         .map(|n| n["name"].as_str().expect("name").to_string())

@@ -46,6 +46,9 @@ fn print(r: &HealReport) {
     for n in &r.replaced {
         println!("  replaced {n}");
     }
+    if let Some(m) = &r.manager {
+        println!("  manager: {m}");
+    }
     if let Some(c) = &r.converge {
         for n in &c.machines.create {
             println!("  + created {} in group {}", n.name, n.group);

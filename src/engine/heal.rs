@@ -72,6 +72,9 @@ pub struct HealReport {
     /// Nodes whose Docker daemon was restarted in place, and whether it answers again.
     pub restarted: BTreeMap<String, Restart>,
     pub converge: Option<UpReport>,
+    /// The containerized manager's app container re-created (or why it could not be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
 }
 
 /// What a Docker restart in place gave: the server version that answers now, or the failure.
@@ -274,6 +277,7 @@ pub async fn heal(
         replaced: vec![],
         restarted: BTreeMap::new(),
         converge: None,
+        manager: None,
     };
     for v in &report.verdicts {
         if v.decision != Decision::Healthy {
@@ -318,6 +322,22 @@ pub async fn heal(
             }
         };
         report.restarted.insert(node, outcome);
+    }
+
+    // The manager's app container, when its node is not being replaced.
+    if let Some(m) = &state.manager {
+        let node_stays = report.verdicts.iter().any(|v| {
+            v.node == m.node && matches!(v.decision, Decision::Healthy | Decision::RestartDocker)
+        });
+        if node_stays {
+            report.manager = match crate::manager::revive(&pool, &targets, &state).await {
+                Ok(r) => r,
+                Err(e) => Some(format!("not recovered: {e}")),
+            };
+            if let Some(r) = &report.manager {
+                progress.node_done(&m.node, r == "recovered", &format!("manager: {r}"));
+            }
+        }
     }
 
     if report.refused.is_some() || victims.is_empty() {

@@ -169,8 +169,30 @@ pub fn root_filesystem(binary: &Path, ssh: &Path) -> Result<(Vec<u8>, Vec<String
     Ok((b.into_inner().map_err(err)?, copied))
 }
 
+/// Label with the sha256 of the binary inside, so a stale default image is rebuilt.
+pub const BINARY_LABEL: &str = "io.flotilla.binary-sha256";
+
+/// sha256 of a file, streamed.
+pub fn file_sha256(path: &Path) -> Result<String, ManagerError> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| ManagerError::Build(format!("reading {}: {e}", path.display())))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| ManagerError::Build(format!("reading {}: {e}", path.display())))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The running binary and its sha256.
+pub fn running_binary() -> Result<(PathBuf, String), ManagerError> {
+    let binary = std::env::current_exe()
+        .map_err(|e| ManagerError::Build(format!("finding the running flotilla binary: {e}")))?;
+    let sum = file_sha256(&binary)?;
+    Ok((binary, sum))
+}
+
 /// The image configuration, as `docker import --change` lines.
-pub fn config_changes() -> Vec<String> {
+pub fn config_changes(binary_sha256: &str) -> Vec<String> {
     let version = env!("CARGO_PKG_VERSION");
     vec![
         format!("ENV FLOTILLA_HOME={DATA_DIR}"),
@@ -183,7 +205,7 @@ pub fn config_changes() -> Vec<String> {
         format!(
             "HEALTHCHECK --interval=30s --timeout=5s CMD [\"{BINARY}\", \"manager\", \"healthcheck\"]"
         ),
-        format!("LABEL io.flotilla.version={version}"),
+        format!("LABEL io.flotilla.version={version} {BINARY_LABEL}={binary_sha256}"),
     ]
 }
 
@@ -206,11 +228,23 @@ pub async fn local_image_id(docker: &Docker, tag: &str) -> Option<String> {
     docker.inspect_image(tag).await.ok().and_then(|i| i.id)
 }
 
+/// The image's ID when the local engine has it *and* it holds this very binary.
+pub async fn current_image_id(docker: &Docker, tag: &str, binary_sha256: &str) -> Option<String> {
+    let info = docker.inspect_image(tag).await.ok()?;
+    let label = info
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(BINARY_LABEL).cloned());
+    (label.as_deref() == Some(binary_sha256))
+        .then_some(info.id)
+        .flatten()
+}
+
 /// Builds and tags the image from the running binary.
 pub async fn build(docker: &Docker, tag: &str) -> Result<BuiltImage, ManagerError> {
     let (repo, version) = split_tag(tag);
-    let binary = std::env::current_exe()
-        .map_err(|e| ManagerError::Build(format!("finding the running flotilla binary: {e}")))?;
+    let (binary, sum) = running_binary()?;
     let ssh = on_path("ssh").ok_or_else(|| {
         ManagerError::Build(
             "no `ssh` on PATH to copy into the image (install openssh-client)".into(),
@@ -221,7 +255,7 @@ pub async fn build(docker: &Docker, tag: &str) -> Result<BuiltImage, ManagerErro
         .from_src("-")
         .repo(repo)
         .tag(version)
-        .changes(config_changes())
+        .changes(config_changes(&sum))
         .message(&format!(
             "flotilla manager image built by flotilla {}",
             env!("CARGO_PKG_VERSION")

@@ -12,7 +12,7 @@ pub use ops::install_locked;
 pub use remote::remove_all_script;
 mod remote;
 
-pub use ops::{backup, install, recover, status, upgrade, InstallOptions, ManagerReport};
+pub use ops::{backup, install, recover, revive, status, upgrade, InstallOptions, ManagerReport};
 
 /// Paths and port inside the image.
 pub const BINARY: &str = "/usr/local/bin/flotilla";

@@ -107,15 +107,19 @@ fn target<'a>(targets: &'a [Target], node: &str) -> Result<&'a Target> {
         .ok_or_else(|| Error::Other(format!("node {node} has no SSH address in the state")))
 }
 
-/// The image to use and its local ID; the default tag is built when missing, another tag must
-/// already be on the local engine.
+/// The image to use and its local ID; the default tag is (re)built when missing or made from
+/// another binary than the running one, another tag must already be on the local engine.
 async fn local_image(docker: &bollard::Docker, tag: &str) -> Result<String> {
-    if let Some(id) = image::local_image_id(docker, tag).await {
-        return Ok(id);
-    }
     if tag == default_tag() {
+        let (_, sum) = image::running_binary()?;
+        if let Some(id) = image::current_image_id(docker, tag, &sum).await {
+            return Ok(id);
+        }
         let built = image::build(docker, tag).await?;
         return Ok(built.id);
+    }
+    if let Some(id) = image::local_image_id(docker, tag).await {
+        return Ok(id);
     }
     Err(Error::Usage(format!(
         "image {tag} is not on the local Docker engine; build it with `flotilla manager image build --tag {tag}`"
@@ -516,4 +520,38 @@ pub async fn status(home: &Home, name: &str) -> Result<ManagerReport> {
     o.pool.close_all().await;
     let (data, app) = r?;
     Ok(report(home, &o.state, &m, "status", data, app))
+}
+
+/// `heal`'s check of the manager: an app container that is not running (killed, removed) is
+/// re-created over the data container from the recorded image, when the node still has it.
+/// Returns what was done, or None when the app answers.
+pub async fn revive(pool: &SshPool, targets: &[Target], state: &State) -> Result<Option<String>> {
+    let Some(m) = &state.manager else {
+        return Ok(None);
+    };
+    let t = target(targets, &m.node)?;
+    let (data, app) = remote::inspect(pool, t).await?;
+    if !data.present {
+        return Ok(Some(format!(
+            "the data container on {} is gone: `flotilla manager install {} --data BACKUP` restores a backup",
+            m.node, state.deployment
+        )));
+    }
+    if app.status == "running" && remote::wait_healthy_once(pool, t).await {
+        return Ok(None);
+    }
+    if remote::image_id(pool, t, &m.image).await?.is_none() {
+        return Err(ManagerError::Node {
+            node: m.node.clone(),
+            message: format!(
+                "the manager image {} is gone from the node; `flotilla manager recover {}` ships it again",
+                m.image, state.deployment
+            ),
+        }
+        .into());
+    }
+    remote::remove_app(pool, t).await?;
+    remote::run_app(pool, t, &state.deployment, &m.image, m.port).await?;
+    remote::wait_healthy(pool, t).await?;
+    Ok(Some("recovered".into()))
 }
