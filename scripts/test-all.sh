@@ -26,7 +26,7 @@ need_root() {
 
 begin "install packages"
 need_root
-PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps mariadb-server rabbitmq-server jq curl prometheus-alertmanager"
+PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps mariadb-server rabbitmq-server jq curl prometheus-alertmanager postgresql"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -51,9 +51,14 @@ end
 begin "start test bed (private dockerd)"
 eval "$(integration/testbed.sh start)"
 export DOCKER_HOST
-trap 'bash integration/openstack/testcloud.sh down || true; integration/ec2-testcloud.sh stop || true; integration/testbed.sh stop || true; report' EXIT
+trap 'sh integration/postgres.sh stop || true; bash integration/openstack/testcloud.sh down || true; integration/ec2-testcloud.sh stop || true; integration/testbed.sh stop || true; report' EXIT
 # One node image build per machine: the debootstrap rootfs is cached here between runs.
 export FLOTILLA_CACHE_DIR=${FLOTILLA_CACHE_DIR:-/var/tmp/flotilla-test-cache}
+end
+
+begin "start PostgreSQL (state backend tests)"
+sh integration/postgres.sh start
+export FLOTILLA_TEST_PG_URL=postgres://flotilla:flotilla-test@127.0.0.1:55432/flotilla
 end
 
 begin "start EC2 test cloud (moto + data plane)"

@@ -9,6 +9,16 @@ pub struct Cli {
     /// State directory (default: $FLOTILLA_HOME, else $XDG_STATE_HOME/flotilla, else ~/.local/state/flotilla).
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Where states and locks live: `file` (the home's own files, the default) or
+    /// `postgres://user@host:port/db` (password from the URL or PGPASSWORD).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "FLOTILLA_BACKEND",
+        hide_env_values = true
+    )]
+    pub backend: Option<String>,
     /// Output format on stdout.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -166,6 +176,58 @@ pub enum Command {
     /// The containerized manager: its image, and its app and data containers on a node.
     #[command(subcommand)]
     Manager(ManagerCommand),
+    /// A deployment's lock: who holds it, or remove one whose holder is gone.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// A deployment's stored state: versions, contents, rollback, moving it to another backend.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the lock and until when (exit 0 free, 3 held).
+    Status { deployment: String },
+    /// Remove the lock (its holder's further state writes are refused); asks unless --yes.
+    ForceUnlock {
+        deployment: String,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Stored versions, newest first.
+    History { deployment: String },
+    /// The state as stored (the latest, or --version N), as JSON. Carried key files are not shown.
+    Show {
+        deployment: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Write version N again as the newest version (under the lock); asks unless --yes.
+    Rollback {
+        deployment: String,
+        #[arg(long, value_name = "N")]
+        to: u64,
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Copy the deployment to another backend (verified read-back), under both locks.
+    Migrate {
+        deployment: String,
+        /// Target backend URL (`file`, `postgres://…`).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Delete the state from the source backend once the copy is verified.
+        #[arg(long)]
+        remove_source: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ mod manager;
 mod mesos;
 mod openstack;
 mod serve;
+mod state_backends;
 mod static_hosts;
 mod validate_table;
 mod workloads;

@@ -6,7 +6,7 @@ pub fn run(home: &Home, json: bool) -> Result<i32> {
     if json {
         super::print_json(&rows);
     } else if rows.is_empty() {
-        println!("No deployments under {}.", home.root.display());
+        println!("No deployments in {}.", home.backend().url());
     } else {
         println!(
             "{:<24} {:<9} {:<8} {:<6} {:<22} LAST RUN",

@@ -3,6 +3,7 @@
 mod down;
 mod heal;
 mod list;
+mod lock;
 pub(crate) mod manager;
 mod outputs;
 mod plan;
@@ -19,7 +20,7 @@ use crate::state::{resolve_home, Home};
 
 /// Runs a command; returns the exit code for successful runs (0, or 10 for `plan` with changes).
 pub async fn run(cli: Cli) -> Result<i32> {
-    let home = Home::new(resolve_home(cli.home.as_deref()));
+    let home = Home::open(resolve_home(cli.home.as_deref()), cli.backend.as_deref())?;
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Validate(bp) => validate::run(&bp, json),
@@ -174,6 +175,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         } => down::run(&home, &deployment, yes, json, cli.quiet, lock.wait_lock).await,
         Command::List => list::run(&home, json),
         Command::Manager(m) => manager::run(&home, m, json).await,
+        Command::Lock(c) => lock::run_lock(&home, c, json),
+        Command::State(c) => lock::run_state(&home, c, json),
     }
 }
 
@@ -182,4 +185,16 @@ pub fn print_json<T: serde::Serialize>(v: &T) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("error: cannot encode JSON output: {e}"),
     }
+}
+
+/// Asks on a terminal; off a terminal, `--yes` is the only way to touch another tool's container.
+pub fn confirm(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "yes" | "Y")
 }

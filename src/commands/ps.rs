@@ -28,18 +28,6 @@ pub async fn run(home: &Home, deployment: &str, node: Option<&str>, json: bool) 
     })
 }
 
-/// Asks on a terminal; off a terminal, `--yes` is the only way to touch another tool's container.
-fn confirm(question: &str) -> bool {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        return false;
-    }
-    eprint!("{question} [y/N] ");
-    let mut answer = String::new();
-    let _ = std::io::stdin().read_line(&mut answer);
-    matches!(answer.trim(), "y" | "yes" | "Y")
-}
-
 pub async fn signal(
     home: &Home,
     a: &crate::cli::ContainerArgs,
@@ -50,7 +38,7 @@ pub async fn signal(
         (a.deployment.as_str(), a.node.as_str(), a.container.as_str());
     let r = match crate::engine::ps::signal(home, deployment, node, container, how, a.yes).await {
         Err(Error::Usage(why)) if !a.yes && why.contains("not created by flotilla") => {
-            if confirm(&format!("{why}\nGo ahead?")) {
+            if super::confirm(&format!("{why}\nGo ahead?")) {
                 crate::engine::ps::signal(home, deployment, node, container, how, true).await?
             } else {
                 return Err(Error::Usage(why));

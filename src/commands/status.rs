@@ -44,7 +44,7 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool) -> Result<i3
         }
     } else {
         if reports.is_empty() {
-            println!("No deployments under {}.", home.root.display());
+            println!("No deployments in {}.", home.backend().url());
         }
         for r in &reports {
             println!(

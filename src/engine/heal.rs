@@ -115,7 +115,7 @@ pub async fn heal(
 ) -> Result<HealReport> {
     let dir = home.deployment_dir(name);
     let _lock = if opts.dry_run {
-        if !dir.join("state.json").exists() {
+        if !home.exists(name)? {
             return Err(crate::state::StoreError::NotFound(name.to_string()).into());
         }
         None

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod ps;
 pub mod scale;
 pub mod services;
+pub mod state_ops;
 pub mod status;
 pub mod transfer;
 pub mod up;
@@ -144,12 +145,12 @@ pub fn lock_existing(
     command: &str,
     wait: Option<std::time::Duration>,
 ) -> Result<crate::state::DeploymentLock> {
-    let dir = home.deployment_dir(name);
-    if !dir.is_dir() {
+    if !home.exists(name)? && home.backend().lock_status(name)?.is_none() {
         return Err(crate::state::StoreError::NotFound(name.to_string()).into());
     }
-    let lock = crate::state::DeploymentLock::acquire(&dir, name, command, wait)?;
-    if !dir.join("state.json").exists() {
+    home.ensure_deployment_dir(name)?;
+    let lock = home.lock(name, command, wait)?;
+    if !home.exists(name)? {
         return Err(crate::state::StoreError::NotFound(name.to_string()).into());
     }
     Ok(lock)

@@ -4,7 +4,7 @@
 //! forced (and then under its lock).
 
 use crate::error::{Error, Result};
-use crate::state::{DeploymentLock, Home, State};
+use crate::state::{Home, State};
 use std::io::Read;
 use std::path::Path;
 
@@ -153,7 +153,7 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
     }
     let name = state.deployment.clone();
     let dir = home.deployment_dir(&name);
-    let exists = dir.join("state.json").exists();
+    let exists = home.exists(&name)?;
     if exists && !force {
         return Err(Error::Usage(format!(
             "deployment `{name}` already exists under {}; pass --force to replace its state with the archive's",
@@ -161,7 +161,7 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
         )));
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
-    let _lock = DeploymentLock::acquire(&dir, &name, "import", None)?;
+    let _lock = home.lock(&name, "import", None)?;
     let mut written = Vec::new();
     for (path, body) in &files {
         if path == "manifest.json" || path == "state.json" {

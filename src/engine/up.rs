@@ -14,7 +14,7 @@ use crate::docker::Probe;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::ssh::{SshPool, Target};
-use crate::state::{DeploymentLock, Home, Journal, NodePhase, Phase, RunRecord, State, RUNS_KEPT};
+use crate::state::{Home, Journal, NodePhase, Phase, RunRecord, State, RUNS_KEPT};
 use crate::util::now_rfc3339;
 use flotilla_provider_core::{CreateRequest, MachineId, Ownership, Provider, Role};
 use futures::stream::{self, StreamExt};
@@ -236,13 +236,8 @@ pub async fn up(
     let _lock = if opts.dry_run {
         None
     } else {
-        let dir = home.ensure_deployment_dir(&bp.name)?;
-        Some(DeploymentLock::acquire(
-            &dir,
-            &bp.name,
-            opts.command,
-            opts.wait_lock,
-        )?)
+        home.ensure_deployment_dir(&bp.name)?;
+        Some(home.lock(&bp.name, opts.command, opts.wait_lock)?)
     };
     up_locked(bp, home, progress, opts).await
 }

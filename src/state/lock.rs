@@ -19,6 +19,18 @@ pub struct Holder {
     pub command: String,
 }
 
+impl Holder {
+    /// This process, running `command`.
+    pub fn me(command: &str) -> Self {
+        Self {
+            pid: std::process::id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            started_at: crate::util::now_rfc3339(),
+            command: command.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -39,6 +51,8 @@ pub enum LockError {
         holder: Option<Holder>,
         waited: bool,
     },
+    #[error("{0}")]
+    Backend(String),
     #[error("{path}: {what}")]
     Io {
         path: PathBuf,
@@ -49,7 +63,7 @@ pub enum LockError {
 }
 
 #[derive(Debug)]
-pub struct DeploymentLock {
+pub struct Flock {
     file: File,
     path: PathBuf,
     /// Holder record found in the file when we took the lock: a previous holder that died.
@@ -63,12 +77,38 @@ fn read_holder(file: &mut File) -> Option<Holder> {
     serde_json::from_str(s.trim()).ok()
 }
 
-impl DeploymentLock {
+impl Flock {
     /// Takes the lock, or fails at once with `Held` (or after `wait`, polling).
     pub fn acquire(
         dir: &Path,
         deployment: &str,
         command: &str,
+        wait: Option<Duration>,
+    ) -> Result<Self, LockError> {
+        Self::acquire_as(dir, deployment, &Holder::me(command), wait)
+    }
+
+    /// Who holds the lock of the deployment in `dir` right now (None when it is free).
+    pub fn current_holder(dir: &Path) -> Option<Holder> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("lock"))
+            .ok()?;
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                None
+            }
+            Err(_) => read_holder(&mut file),
+        }
+    }
+
+    /// `acquire` with the holder record given.
+    pub fn acquire_as(
+        dir: &Path,
+        deployment: &str,
+        me: &Holder,
         wait: Option<Duration>,
     ) -> Result<Self, LockError> {
         let path = dir.join("lock");
@@ -116,13 +156,7 @@ impl DeploymentLock {
         if let Some(h) = &taken_over_from {
             tracing::warn!(previous = %h, "took over the lock of a process that ended without releasing it; its run is resumed from the journal");
         }
-        let me = Holder {
-            pid: std::process::id(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-            started_at: crate::util::now_rfc3339(),
-            command: command.to_string(),
-        };
-        let body = serde_json::to_string(&me).unwrap_or_default();
+        let body = serde_json::to_string(me).unwrap_or_default();
         file.set_len(0)
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(body.as_bytes()))
@@ -144,7 +178,7 @@ impl DeploymentLock {
     }
 }
 
-impl Drop for DeploymentLock {
+impl Drop for Flock {
     fn drop(&mut self) {
         // Clear the holder record first: an empty file means "released cleanly".
         let _ = self.file.set_len(0);
@@ -160,8 +194,8 @@ mod tests {
     #[test]
     fn second_holder_is_refused_with_the_first_named() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let first = DeploymentLock::acquire(tmp.path(), "d", "up", None).expect("first");
-        let err = DeploymentLock::acquire(tmp.path(), "d", "down", None).expect_err("held");
+        let first = Flock::acquire(tmp.path(), "d", "up", None).expect("first");
+        let err = Flock::acquire(tmp.path(), "d", "down", None).expect_err("held");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("pid {}", std::process::id())),
@@ -169,8 +203,7 @@ mod tests {
         );
         assert!(msg.contains("`up`"), "{msg}");
         drop(first);
-        let again =
-            DeploymentLock::acquire(tmp.path(), "d", "down", None).expect("free after release");
+        let again = Flock::acquire(tmp.path(), "d", "down", None).expect("free after release");
         assert!(
             again.taken_over_from.is_none(),
             "a clean release leaves no holder record"
@@ -191,16 +224,16 @@ mod tests {
             serde_json::to_string(&stale).expect("json"),
         )
         .expect("write");
-        let lock = DeploymentLock::acquire(tmp.path(), "d", "up", None).expect("takeover");
+        let lock = Flock::acquire(tmp.path(), "d", "up", None).expect("takeover");
         assert_eq!(lock.taken_over_from, Some(stale));
     }
 
     #[test]
     fn waiting_gives_up_after_the_duration() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let _first = DeploymentLock::acquire(tmp.path(), "d", "up", None).expect("first");
+        let _first = Flock::acquire(tmp.path(), "d", "up", None).expect("first");
         let t = Instant::now();
-        let err = DeploymentLock::acquire(tmp.path(), "d", "up", Some(Duration::from_millis(500)))
+        let err = Flock::acquire(tmp.path(), "d", "up", Some(Duration::from_millis(500)))
             .expect_err("held");
         assert!(t.elapsed() >= Duration::from_millis(500));
         assert!(matches!(err, LockError::Held { waited: true, .. }));

@@ -1,11 +1,16 @@
 //! Where deployments live on disk and how their files are written: temp file + fsync + rename +
 //! directory fsync, mode 0600, so a crash leaves either the old or the new state, never half.
 
+use super::backend::{FileBackend, HeldLock, LockAttempt, StateBackend};
+use super::lock::{Holder, LockError};
 use super::model::{migrate, State};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -23,6 +28,20 @@ pub enum StoreError {
     Corrupt { path: PathBuf, message: String },
     #[error("deployment `{0}` not found (no state under the flotilla home; see `flotilla list`)")]
     NotFound(String),
+    #[error("the state of `{deployment}` changed under this run (expected version {}, found {}): another process wrote it; nothing was overwritten — re-run the command", fmt_version(*expected), fmt_version(*found))]
+    Conflict {
+        deployment: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    #[error("this run lost the lock of `{0}` (its lease expired or it was force-unlocked); the state was not written — re-run the command")]
+    LockLost(String),
+    #[error("state backend {url}: {message}")]
+    Backend { url: String, message: String },
+}
+
+fn fmt_version(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
 }
 
 fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -64,14 +83,74 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/flotilla")
 }
 
-#[derive(Debug, Clone)]
+/// The flotilla home: the local working folder of every deployment (SSH key, pinned host keys,
+/// journal, ssh_config) and the state backend that holds the states and their locks.
+#[derive(Clone)]
 pub struct Home {
     pub root: PathBuf,
+    backend: Arc<dyn StateBackend>,
+    /// Version of each state this process read or wrote (the compare-and-swap base).
+    versions: Arc<Mutex<HashMap<String, u64>>>,
+    /// Fencing tokens of the locks this process holds.
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl std::fmt::Debug for Home {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Home")
+            .field("root", &self.root)
+            .field("backend", &self.backend.url())
+            .finish()
+    }
+}
+
+/// Files of the deployment folder a shared backend carries with the state, so another
+/// operator's machine (or a cron host) gets the same SSH key, pinned host keys and kubeconfig.
+const CARRIED_FILES: &[&str] = &[
+    "id_ed25519",
+    "id_ed25519.pub",
+    "known_hosts",
+    "kubeconfig",
+    "manager-token",
+];
+
+/// What a shared backend stores: the state and the carried files.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    state: serde_json::Value,
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, String>,
 }
 
 impl Home {
+    /// A home whose states are files under `root` (the default backend).
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        let backend = Arc::new(FileBackend::new(root.clone()));
+        Self::with_backend(root, backend)
+    }
+
+    /// A home whose states live in `backend` (`--backend` / `FLOTILLA_BACKEND`).
+    pub fn open(root: PathBuf, backend_url: Option<&str>) -> Result<Self, StoreError> {
+        let backend = super::backend::open(backend_url, &root)?;
+        Ok(Self::with_backend(root, backend))
+    }
+
+    pub fn with_backend(root: PathBuf, backend: Arc<dyn StateBackend>) -> Self {
+        Self {
+            root,
+            backend,
+            versions: Arc::default(),
+            tokens: Arc::default(),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn StateBackend> {
+        &self.backend
+    }
+
+    /// Whether the backend is this home's own files (no envelope, no carried files).
+    fn local(&self) -> bool {
+        self.backend.url() == format!("file://{}", self.root.display())
     }
 
     pub fn deployments_dir(&self) -> PathBuf {
@@ -91,49 +170,73 @@ impl Home {
         Ok(dir)
     }
 
-    /// Deployment names with a state file, sorted.
+    /// Deployment names with a state, sorted.
     pub fn list(&self) -> Result<Vec<String>, StoreError> {
-        let dir = self.deployments_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&dir, "cannot list deployments")(e)),
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter(|e| e.path().join("state.json").exists())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        Ok(names)
+        self.backend.list()
+    }
+
+    pub fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.backend.read(name)?.is_some())
     }
 
     pub fn state_path(&self, name: &str) -> PathBuf {
         self.deployment_dir(name).join("state.json")
     }
 
-    pub fn load(&self, name: &str) -> Result<Option<State>, StoreError> {
+    /// Parses a stored state (any version this flotilla can migrate).
+    pub fn parse_state(&self, name: &str, body: &[u8]) -> Result<State, StoreError> {
         let path = self.state_path(name);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path, "cannot read the state file")(e)),
-        };
-        let doc: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        let doc = migrate(doc).map_err(|message| StoreError::Corrupt {
+        let corrupt = |message: String| StoreError::Corrupt {
             path: path.clone(),
             message,
-        })?;
-        serde_json::from_value(doc)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                path,
-                message: e.to_string(),
-            })
+        };
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+        if !self.local() {
+            let env: Envelope = serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))?;
+            doc = env.state;
+        }
+        let doc = migrate(doc).map_err(corrupt)?;
+        serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))
+    }
+
+    pub fn load(&self, name: &str) -> Result<Option<State>, StoreError> {
+        let Some(rec) = self.backend.read(name)? else {
+            return Ok(None);
+        };
+        let mut state = self.parse_state(name, &rec.body)?;
+        if !self.local() {
+            self.materialize(name, &rec.body, &mut state)?;
+        }
+        if let Ok(mut v) = self.versions.lock() {
+            v.insert(name.to_string(), rec.version);
+        }
+        Ok(Some(state))
+    }
+
+    /// Writes the carried files of a shared backend's record into the local deployment folder
+    /// (0600) and points the state at the local key.
+    fn materialize(&self, name: &str, body: &[u8], state: &mut State) -> Result<(), StoreError> {
+        let Ok(env) = serde_json::from_slice::<Envelope>(body) else {
+            return Ok(());
+        };
+        if env.files.is_empty() {
+            return Ok(());
+        }
+        let dir = self.ensure_deployment_dir(name)?;
+        for (file, text) in &env.files {
+            if !CARRIED_FILES.contains(&file.as_str()) {
+                continue;
+            }
+            let path = dir.join(file);
+            if fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+                write_atomic(&path, text.as_bytes())?;
+            }
+        }
+        if env.files.contains_key("id_ed25519") {
+            state.ssh_private_key = dir.join("id_ed25519").display().to_string();
+        }
+        Ok(())
     }
 
     pub fn load_existing(&self, name: &str) -> Result<State, StoreError> {
@@ -141,33 +244,192 @@ impl Home {
             .ok_or_else(|| StoreError::NotFound(name.to_string()))
     }
 
-    /// Atomically replaces the state file, keeping the previous version as `state.json.bak`.
+    /// Writes the state as a new version: compare-and-swap against the version this process
+    /// last saw, fenced by the lock it holds (shared backends).
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let dir = self.ensure_deployment_dir(&state.deployment)?;
-        let path = dir.join("state.json");
-        let body = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if path.exists() {
-            let _ = fs::copy(&path, dir.join("state.json.bak")).and_then(|_| {
-                fs::set_permissions(
-                    dir.join("state.json.bak"),
-                    fs::Permissions::from_mode(0o600),
-                )
-            });
+        let name = state.deployment.as_str();
+        self.ensure_deployment_dir(name)?;
+        let body = self.body_of(state)?;
+        let known = self.versions.lock().ok().and_then(|v| v.get(name).copied());
+        let expected = match known {
+            Some(v) => Some(v),
+            // Never read by this process (a first `up`, an import): whatever is there now.
+            None => self.backend.read(name)?.map(|r| r.version),
+        };
+        let token = self.tokens.lock().ok().and_then(|t| t.get(name).cloned());
+        let version = self.backend.write(
+            name,
+            &body,
+            expected,
+            token.as_deref(),
+            &super::backend::writer(),
+        )?;
+        if let Ok(mut v) = self.versions.lock() {
+            v.insert(name.to_string(), version);
         }
-        write_atomic(&path, &body)
+        Ok(())
     }
 
-    /// Removes a deployment's directory (after `down`).
+    fn body_of(&self, state: &State) -> Result<Vec<u8>, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            path: self.state_path(&state.deployment),
+            message: e.to_string(),
+        };
+        if self.local() {
+            return serde_json::to_vec_pretty(state).map_err(corrupt);
+        }
+        let dir = self.deployment_dir(&state.deployment);
+        let mut files = std::collections::BTreeMap::new();
+        for f in CARRIED_FILES {
+            let path = if *f == "id_ed25519" {
+                PathBuf::from(&state.ssh_private_key)
+            } else if *f == "id_ed25519.pub" {
+                PathBuf::from(format!("{}.pub", state.ssh_private_key))
+            } else {
+                dir.join(f)
+            };
+            if let Ok(text) = fs::read_to_string(&path) {
+                files.insert(f.to_string(), text);
+            }
+        }
+        let env = Envelope {
+            state: serde_json::to_value(state).map_err(corrupt)?,
+            files,
+        };
+        serde_json::to_vec(&env).map_err(corrupt)
+    }
+
+    /// Removes a deployment's state (after `down`) and its local folder.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.backend.delete(name)?;
         let dir = self.deployment_dir(name);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(&dir, "cannot remove the deployment directory")(e)),
         }
+    }
+
+    /// Takes the deployment's lock for this command, waiting up to `wait` (polling) when it is
+    /// held. The lease of a shared backend is renewed in the background until the guard drops.
+    pub fn lock(
+        &self,
+        name: &str,
+        command: &str,
+        wait: Option<Duration>,
+    ) -> Result<DeploymentLock, LockError> {
+        let me = Holder::me(command);
+        let deadline = wait.map(|w| Instant::now() + w);
+        let lease = super::backend::LEASE;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let attempt = self
+                .backend
+                .try_lock(name, &me, lease)
+                .map_err(|e| LockError::Backend(e.to_string()))?;
+            match attempt {
+                LockAttempt::Acquired(held) => {
+                    if let Some(h) = held.taken_over_from() {
+                        tracing::warn!(previous = %h, "took over the lock of a holder that ended without releasing it; its run is resumed from the state");
+                    }
+                    if let (Some(t), Ok(mut tokens)) = (held.token(), self.tokens.lock()) {
+                        tokens.insert(name.to_string(), t);
+                    }
+                    return Ok(DeploymentLock::start(
+                        name,
+                        held,
+                        lease,
+                        self.tokens.clone(),
+                    ));
+                }
+                LockAttempt::Held(info) => match deadline {
+                    Some(d) if Instant::now() < d => {
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                    _ => {
+                        return Err(LockError::Held {
+                            deployment: name.to_string(),
+                            holder: info.map(|i| i.holder),
+                            waited: deadline.is_some(),
+                        })
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// A held deployment lock: renews its lease every third of it until dropped, then releases it.
+pub struct DeploymentLock {
+    name: String,
+    held: Arc<dyn HeldLock>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+    /// Set when a renewal found the lock gone (the next fenced write fails with LockLost).
+    pub lost: Arc<std::sync::atomic::AtomicBool>,
+    pub taken_over_from: Option<Holder>,
+}
+
+impl DeploymentLock {
+    fn start(
+        name: &str,
+        held: Arc<dyn HeldLock>,
+        lease: Duration,
+        tokens: Arc<Mutex<HashMap<String, String>>>,
+    ) -> Self {
+        let taken_over_from = held.taken_over_from();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, renewer) = if held.token().is_some() {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (h, l, n) = (held.clone(), lost.clone(), name.to_string());
+            let t = std::thread::Builder::new()
+                .name("flotilla-lease".into())
+                .spawn(move || loop {
+                    match rx.recv_timeout(lease / 3) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => match h.renew() {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::error!(deployment = %n, "the deployment lock was lost (lease expired or force-unlocked); further state writes are refused");
+                                l.store(true, std::sync::atomic::Ordering::SeqCst);
+                                return;
+                            }
+                            // A transient backend error: the lease still has two thirds left.
+                            Err(e) => tracing::warn!(deployment = %n, "renewing the lock: {e}"),
+                        },
+                        _ => return,
+                    }
+                })
+                .ok();
+            (Some(tx), t)
+        } else {
+            (None, None)
+        };
+        Self {
+            name: name.to_string(),
+            held,
+            stop,
+            renewer,
+            tokens,
+            lost,
+            taken_over_from,
+        }
+    }
+}
+
+impl Drop for DeploymentLock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.remove(&self.name);
+        }
+        self.held.release();
     }
 }
 

@@ -1,0 +1,324 @@
+//! Shared state backends against a real PostgreSQL (`integration/postgres.sh`, started by
+//! `scripts/test-all.sh` on 127.0.0.1:55432): the backend contract, bad credentials and an
+//! unreachable server, a database restart, a lock holder killed mid-run (taken over after the
+//! lease, not before), twenty concurrent `heal`s through the file backend and then through
+//! PostgreSQL after `state migrate`, and history/rollback.
+
+use crate::common::{json, require_docker, stderr, stdout, Home};
+use flotilla::state::backend::{conformance, PostgresBackend, StateBackend};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn pg_url() -> String {
+    std::env::var("FLOTILLA_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://flotilla:flotilla-test@127.0.0.1:55432/flotilla".into())
+}
+
+fn pg() -> PostgresBackend {
+    PostgresBackend::connect(&pg_url()).unwrap_or_else(|e| {
+        panic!("the test PostgreSQL is not reachable ({e}); start it with `integration/postgres.sh start`")
+    })
+}
+
+fn pg_script(verb: &str) {
+    let s = crate::common::repo_root().join("integration/postgres.sh");
+    let out = Command::new("sh")
+        .arg(&s)
+        .arg(verb)
+        .output()
+        .expect("postgres.sh");
+    assert!(out.status.success(), "postgres.sh {verb}: {}", stderr(&out));
+}
+
+/// `flotilla --backend <url> args...`
+fn with_backend(home: &Home, url: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--backend", url];
+    all.extend_from_slice(args);
+    home.run(&all)
+}
+
+fn blueprint(home: &Home, name: &str, subnet: &str) -> String {
+    let p = home.write(
+        &format!("{name}.yaml"),
+        &format!(
+            "name: {name}\nprovider:\n  kind: docker\n  image: {img}\n  subnet: {subnet}\ncluster:\n  kind: none\ndocker:\n  method: preinstalled\nhealth:\n  unhealthy_grace: 0s\ngroups:\n  hosts:\n    role: worker\n    count: 1\n",
+            img = crate::heal_scale::baked_image()
+        ),
+    );
+    p.to_str().expect("utf8").to_string()
+}
+
+#[test]
+fn postgres_backend_keeps_the_contract_and_survives_a_restart() {
+    let b = pg();
+    conformance::run(&b);
+    // A restarted server: the next call reconnects instead of failing the run.
+    let name = format!("restart-{}", std::process::id());
+    let _ = b.delete(&name);
+    assert_eq!(b.write(&name, b"{}", None, None, "t").expect("write"), 1);
+    pg_script("restart");
+    let back = b
+        .read(&name)
+        .expect("read after the restart")
+        .expect("present");
+    assert_eq!(back.version, 1);
+    b.delete(&name).expect("delete");
+}
+
+#[test]
+fn bad_credentials_and_an_unreachable_server_fail_in_one_line_without_local_fallback() {
+    let home = Home::new();
+    let wrong = pg_url().replace(":flotilla-test@", ":not-the-password@");
+    let o = with_backend(&home, &wrong, &["list"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(
+        !e.contains("not-the-password"),
+        "the password is never printed: {e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    let o = with_backend(
+        &home,
+        "postgres://flotilla@127.0.0.1:1/flotilla",
+        &["status", "x"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
+    assert!(
+        !home.path().join("deployments").exists(),
+        "nothing was written locally instead"
+    );
+}
+
+/// Heal processes started together, all waiting for the lock: every one must finish (none
+/// may see a conflicting write or a lost lock), and the versions they wrote must not
+/// interleave (one holder at a time).
+fn concurrent_heals(home: &Home, backend: Option<&str>, name: &str, n: usize) {
+    let before = versions(home, backend, name);
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            let mut c = home.cmd();
+            if let Some(b) = backend {
+                c.args(["--backend", b]);
+            }
+            c.args(["heal", name, "--wait-lock", "5m", "-o", "json", "-q"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn heal")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("wait heal");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a heal failed: {}",
+            stderr(&out)
+        );
+        assert!(json(&out)["replaced"].as_array().is_some_and(Vec::is_empty));
+    }
+    let after = versions(home, backend, name);
+    assert!(
+        after.0 >= before.0 + n as u64,
+        "{n} heals each wrote: {before:?} -> {after:?}"
+    );
+    // Writers in version order: each heal's writes are contiguous.
+    let mut seen: Vec<String> = Vec::new();
+    for w in after.1.iter().rev() {
+        if seen.last() != Some(w) {
+            assert!(
+                !seen.contains(w),
+                "writes of {w} interleaved with another heal: {:?}",
+                after.1
+            );
+            seen.push(w.clone());
+        }
+    }
+}
+
+/// (newest version, writers newest first) from `state history`.
+fn versions(home: &Home, backend: Option<&str>, name: &str) -> (u64, Vec<String>) {
+    let mut args = vec![];
+    if let Some(b) = backend {
+        args.extend(["--backend", b]);
+    }
+    args.extend(["state", "history", name, "-o", "json"]);
+    let o = home.run(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let h = json(&o);
+    let rows = h.as_array().expect("history");
+    (
+        rows.first()
+            .and_then(|r| r["version"].as_u64())
+            .unwrap_or(0),
+        rows.iter()
+            .map(|r| r["written_by"].as_str().unwrap_or_default().to_string())
+            .collect(),
+    )
+}
+
+#[test]
+fn twenty_heals_at_once_through_files_then_postgres_after_migrate() {
+    require_docker();
+    let home = Home::new();
+    let name = "it-team";
+    let _scrub = crate::common::Scrub::new(name);
+    let url = pg_url();
+    let b = pg();
+    let _ = b.delete(name);
+    let _ = b.force_unlock(name);
+    let bp = blueprint(&home, name, "10.198.38.0/24");
+    let up = home.run(&["up", &bp]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+
+    // The file backend: history carries local writers only, so interleaving shows as one writer;
+    // what matters is that all twenty finish and each wrote.
+    concurrent_heals(&home, None, name, 20);
+
+    // Move it to PostgreSQL; the local state goes, the working files stay.
+    let m = home.run(&[
+        "state",
+        "migrate",
+        name,
+        "--to",
+        &url,
+        "--remove-source",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(m.status.code(), Some(0), "migrate: {}", stderr(&m));
+    assert!(!home
+        .path()
+        .join("deployments")
+        .join(name)
+        .join("state.json")
+        .exists());
+    let st = with_backend(&home, &url, &["status", name, "-o", "json"]);
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "status through postgres: {}",
+        stderr(&st)
+    );
+    assert_eq!(json(&st)["healthy"], true);
+
+    // Another operator's machine: an empty home, the same backend — the key comes with it.
+    let other = Home::new();
+    let st = with_backend(&other, &url, &["status", name, "-o", "json"]);
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "status from another home: {}",
+        stderr(&st)
+    );
+    assert_eq!(json(&st)["nodes"][0]["ssh"], "ok", "{}", stdout(&st));
+
+    concurrent_heals(&home, Some(&url), name, 20);
+
+    // History and rollback.
+    let (latest, _) = versions(&home, Some(&url), name);
+    let show = with_backend(
+        &home,
+        &url,
+        &[
+            "state",
+            "show",
+            name,
+            "--version",
+            &(latest - 1).to_string(),
+        ],
+    );
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    assert_eq!(json(&show)["deployment"], name);
+    let rb = with_backend(
+        &home,
+        &url,
+        &[
+            "state",
+            "rollback",
+            name,
+            "--to",
+            &(latest - 1).to_string(),
+            "--yes",
+        ],
+    );
+    assert_eq!(rb.status.code(), Some(0), "{}", stderr(&rb));
+    assert_eq!(versions(&home, Some(&url), name).0, latest + 1);
+
+    let down = with_backend(&home, &url, &["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    assert!(
+        b.read(name).expect("read").is_none(),
+        "down removed the state from postgres"
+    );
+}
+
+#[test]
+fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before() {
+    require_docker();
+    let home = Home::new();
+    let name = "it-lease";
+    let _scrub = crate::common::Scrub::new(name);
+    let url = pg_url();
+    let b = pg();
+    let _ = b.delete(name);
+    let _ = b.force_unlock(name);
+    let bp = blueprint(&home, name, "10.198.39.0/24");
+
+    // The first up dies (abort, like kill -9) right after creating its machine: the lock row
+    // stays until its lease runs out.
+    let killed = home
+        .cmd()
+        .args(["--backend", &url, "up", &bp])
+        .env("FLOTILLA_FAULT_AT", "after-create")
+        .output()
+        .expect("up");
+    assert_ne!(
+        killed.status.code(),
+        Some(0),
+        "the fault hook aborts the run"
+    );
+    let died = Instant::now();
+    let st = with_backend(&home, &url, &["lock", "status", name, "-o", "json"]);
+    assert_eq!(st.status.code(), Some(3), "still locked: {}", stdout(&st));
+    assert_eq!(json(&st)["holder"]["command"], "up");
+    let early = with_backend(&home, &url, &["up", &bp]);
+    assert_eq!(
+        early.status.code(),
+        Some(3),
+        "not taken before the lease ends: {}",
+        stderr(&early)
+    );
+
+    // A database restart in between changes nothing about the lease.
+    pg_script("restart");
+
+    let waited = with_backend(&home, &url, &["up", &bp, "--wait-lock", "2m", "-o", "json"]);
+    assert_eq!(
+        waited.status.code(),
+        Some(0),
+        "taken over after the lease: {}",
+        stderr(&waited)
+    );
+    let after = died.elapsed();
+    assert!(
+        after >= Duration::from_secs(10),
+        "the lock was taken {after:?} after its holder died; the lease is 15 s"
+    );
+    let r = json(&waited);
+    assert_eq!(
+        r["machines"]["create"].as_array().map(Vec::len),
+        Some(0),
+        "the machine the dead run made is adopted, not made twice: {r}"
+    );
+
+    let down = with_backend(&home, &url, &["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    let (c, v, n) = crate::common::labelled(name);
+    assert!(
+        c.is_empty() && v.is_empty() && n.is_empty(),
+        "nothing orphaned"
+    );
+}

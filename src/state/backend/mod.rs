@@ -1,0 +1,159 @@
+//! Where deployment states live and how they are locked: the local file backend (the default)
+//! or a shared one a team already runs (PostgreSQL), chosen with `--backend URL` or
+//! `FLOTILLA_BACKEND`. Every backend offers the same contract, which one conformance suite
+//! checks: versioned compare-and-swap writes, a history of versions, and a lock with an owner
+//! and a lease that dies with its holder (a flock for files, an expiring row for PostgreSQL).
+
+mod file;
+mod postgres;
+mod rt;
+
+pub use file::FileBackend;
+pub use postgres::PostgresBackend;
+
+use super::lock::Holder;
+use super::store::StoreError;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Versions kept per deployment (`flotilla state history`).
+pub const HISTORY_KEPT: u64 = 20;
+/// How long a lock lives without renewal; the holder renews it every third of that.
+pub const LEASE: Duration = Duration::from_secs(15);
+
+/// One stored state: its JSON and its version (1 for the first write, +1 per write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub body: Vec<u8>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub written_at: String,
+    pub written_by: String,
+    pub bytes: usize,
+}
+
+/// Who holds a deployment's lock, and until when (leases; `None` for a flock).
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct LockInfo {
+    pub holder: Holder,
+    pub expires_at: Option<String>,
+}
+
+/// A lock this process holds.
+pub trait HeldLock: Send + Sync {
+    /// The fencing token writes carry (None where the lock cannot be lost while we live).
+    fn token(&self) -> Option<String>;
+    /// Extends the lease; false when the lock was lost (expired and taken, or force-unlocked).
+    fn renew(&self) -> Result<bool, StoreError>;
+    fn release(&self);
+    /// A previous holder whose lock was taken over (it died without releasing).
+    fn taken_over_from(&self) -> Option<Holder>;
+}
+
+pub enum LockAttempt {
+    Acquired(Arc<dyn HeldLock>),
+    Held(Option<LockInfo>),
+}
+
+pub trait StateBackend: Send + Sync {
+    /// The backend's address for messages (never a password).
+    fn url(&self) -> String;
+    fn read(&self, name: &str) -> Result<Option<Record>, StoreError>;
+    /// Writes a new version if the stored one is still `expected` (`None`: none may exist),
+    /// and, with a fencing `token`, only while that lock is held. Returns the new version.
+    fn write(
+        &self,
+        name: &str,
+        body: &[u8],
+        expected: Option<u64>,
+        token: Option<&str>,
+        by: &str,
+    ) -> Result<u64, StoreError>;
+    fn delete(&self, name: &str) -> Result<(), StoreError>;
+    fn list(&self) -> Result<Vec<String>, StoreError>;
+    /// Newest first.
+    fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+    fn read_version(&self, name: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    fn try_lock(
+        &self,
+        name: &str,
+        holder: &Holder,
+        lease: Duration,
+    ) -> Result<LockAttempt, StoreError>;
+    fn lock_status(&self, name: &str) -> Result<Option<LockInfo>, StoreError>;
+    /// Removes whatever lock there is; true when there was one.
+    fn force_unlock(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// `file` (or empty) → the home's own files; `postgres://…` / `postgresql://…` → PostgreSQL.
+pub fn open(url: Option<&str>, home_root: &Path) -> Result<Arc<dyn StateBackend>, StoreError> {
+    match url.map(str::trim).filter(|u| !u.is_empty()) {
+        None | Some("file") => Ok(Arc::new(FileBackend::new(home_root.to_path_buf()))),
+        Some(u) if u.starts_with("file://") => Ok(Arc::new(FileBackend::new(
+            Path::new(u.trim_start_matches("file://")).to_path_buf(),
+        ))),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresBackend::connect(u)?))
+        }
+        Some(u) => Err(StoreError::Backend {
+            url: redact(u),
+            message: "unknown backend; use `file`, `file:///dir` or `postgres://user@host/db`"
+                .into(),
+        }),
+    }
+}
+
+/// The URL with any password replaced.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Who writes: `pid@host`.
+pub fn writer() -> String {
+    format!(
+        "{}@{}",
+        std::process::id(),
+        gethostname::gethostname().to_string_lossy()
+    )
+}
+
+/// The contract every backend must keep, as one function the unit tests (file) and the
+/// integration tests (PostgreSQL, against a real server) run.
+#[doc(hidden)]
+pub mod conformance;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show_in_urls() {
+        assert_eq!(
+            redact("postgres://flo:s3cret@127.0.0.1:5432/db"),
+            "postgres://flo:***@127.0.0.1:5432/db"
+        );
+        assert_eq!(redact("postgres://flo@h/db"), "postgres://flo@h/db");
+        assert_eq!(redact("file"), "file");
+    }
+
+    #[test]
+    fn the_file_backend_passes_the_conformance_suite() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let b = FileBackend::new(tmp.path().to_path_buf());
+        conformance::run(&b);
+    }
+}

@@ -1,0 +1,557 @@
+//! The PostgreSQL backend (tokio-postgres): one row per deployment with a version column,
+//! written by single-statement compare-and-swap (so concurrent writers cannot both win, and a
+//! write carrying a lock token only lands while that lock is alive — fencing); the last versions
+//! in a history table; the lock a row with a lease that its holder renews and that anyone may
+//! take once it expired. The schema is created (and later migrated) by flotilla, under an
+//! advisory lock so twenty processes starting at once do not race. Credentials come from the
+//! URL or the usual libpq variables (PGUSER, PGPASSWORD, PGHOST, PGPORT, PGDATABASE).
+
+use super::rt::Rt;
+use super::{
+    redact, HeldLock, HistoryEntry, LockAttempt, LockInfo, Record, StateBackend, HISTORY_KEPT,
+};
+use crate::state::lock::Holder;
+use crate::state::store::StoreError;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::{Client, Config, NoTls};
+
+const SCHEMA_VERSION: i32 = 1;
+/// Each call is bounded; a server that stops answering fails the command, it does not hang it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS flotilla_schema (version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS flotilla_state (
+    deployment text PRIMARY KEY,
+    version    bigint NOT NULL,
+    body       bytea NOT NULL,
+    updated_at timestamptz NOT NULL,
+    updated_by text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flotilla_state_history (
+    deployment text NOT NULL,
+    version    bigint NOT NULL,
+    body       bytea NOT NULL,
+    written_at timestamptz NOT NULL,
+    written_by text NOT NULL,
+    PRIMARY KEY (deployment, version)
+);
+CREATE TABLE IF NOT EXISTS flotilla_lock (
+    deployment text PRIMARY KEY,
+    token      text NOT NULL,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+";
+
+struct Inner {
+    shown: String,
+    config: Config,
+    rt: Rt,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+pub struct PostgresBackend {
+    inner: Arc<Inner>,
+}
+
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    // The server's own message when there is one (wrong password, missing database), else the
+    // client's; one line either way.
+    let text = match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut parts = vec![e.to_string()];
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                parts.push(s.to_string());
+                src = s.source();
+            }
+            parts.join(": ")
+        }
+    };
+    text.replace('\n', " ")
+}
+
+/// The URL's settings, with the libpq environment variables filling what it leaves out.
+fn config_from(url: &str) -> Result<Config, String> {
+    let mut c: Config = url
+        .parse()
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if c.get_user().is_none() {
+        if let Some(u) = env("PGUSER") {
+            c.user(&u);
+        }
+    }
+    if c.get_password().is_none() {
+        if let Some(p) = env("PGPASSWORD") {
+            c.password(p);
+        }
+    }
+    if c.get_hosts().is_empty() {
+        c.host(env("PGHOST").unwrap_or_else(|| "localhost".into()));
+    }
+    if c.get_ports().is_empty() {
+        if let Some(p) = env("PGPORT").and_then(|p| p.parse().ok()) {
+            c.port(p);
+        }
+    }
+    if c.get_dbname().is_none() {
+        if let Some(d) = env("PGDATABASE") {
+            c.dbname(&d);
+        }
+    }
+    if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err("sslmode=require: this build speaks PostgreSQL without TLS; reach the server over a private network or an SSH/TLS tunnel (stunnel, pgbouncer)".into());
+    }
+    c.connect_timeout(Duration::from_secs(5));
+    c.application_name("flotilla");
+    Ok(c)
+}
+
+async fn connect(config: &Config) -> Result<Arc<Client>, String> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_message(&e))?;
+    tokio::spawn(async move {
+        // Ends when the server closes the connection; the next call reconnects.
+        let _ = connection.await;
+    });
+    Ok(Arc::new(client))
+}
+
+impl Inner {
+    fn err(&self, message: impl Into<String>) -> StoreError {
+        StoreError::Backend {
+            url: self.shown.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Runs `f` with a connected client, reconnecting once when the connection was lost (a
+    /// restarted server). Every statement is a single atomic one, so a retry never repeats half
+    /// of something.
+    fn call<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(Arc<Client>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send,
+        T: Send + 'static,
+    {
+        let me = self.clone();
+        let outcome = self.rt.run(async move {
+            let mut last = String::new();
+            for _ in 0..2 {
+                let client = {
+                    let mut slot = me.client.lock().await;
+                    match slot.as_ref().filter(|c| !c.is_closed()) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = connect(&me.config).await?;
+                            *slot = Some(c.clone());
+                            c
+                        }
+                    }
+                };
+                match tokio::time::timeout(CALL_TIMEOUT, f(client.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) if client.is_closed() || e.is_closed() => {
+                        last = pg_message(&e);
+                        *me.client.lock().await = None;
+                    }
+                    Ok(Err(e)) => return Err(pg_message(&e)),
+                    Err(_) => {
+                        *me.client.lock().await = None;
+                        return Err(format!("no answer within {}s", CALL_TIMEOUT.as_secs()));
+                    }
+                }
+            }
+            Err(format!("the connection was lost twice: {last}"))
+        });
+        match outcome {
+            Some(r) => r.map_err(|m| self.err(m)),
+            None => Err(self.err("the backend runtime stopped")),
+        }
+    }
+}
+
+impl PostgresBackend {
+    /// Connects and creates or migrates the schema. Wrong credentials or an unreachable server
+    /// fail here, with the server's one-line reason; there is no local fallback.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let shown = redact(url);
+        let config = config_from(url).map_err(|message| StoreError::Backend {
+            url: shown.clone(),
+            message,
+        })?;
+        let rt = Rt::new().map_err(|e| StoreError::Backend {
+            url: shown.clone(),
+            message: format!("starting the backend runtime: {e}"),
+        })?;
+        let inner = Arc::new(Inner {
+            shown,
+            config,
+            rt,
+            client: tokio::sync::Mutex::new(None),
+        });
+        inner.call(|c| async move {
+            c.batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(7262001); {SCHEMA}
+                 INSERT INTO flotilla_schema (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM flotilla_schema);
+                 COMMIT;"
+            ))
+            .await
+        })?;
+        let found: i32 = inner.call(|c| async move {
+            let row = c
+                .query_one("SELECT max(version) FROM flotilla_schema", &[])
+                .await?;
+            Ok(row.get::<_, Option<i32>>(0).unwrap_or(0))
+        })?;
+        if found > SCHEMA_VERSION {
+            return Err(inner.err(format!(
+                "the database holds schema version {found}, newer than this flotilla's {SCHEMA_VERSION}; upgrade flotilla"
+            )));
+        }
+        Ok(Self { inner })
+    }
+}
+
+struct PgLock {
+    inner: Arc<Inner>,
+    name: String,
+    token: String,
+    lease: Duration,
+    taken_over_from: Option<Holder>,
+}
+
+impl HeldLock for PgLock {
+    fn token(&self) -> Option<String> {
+        Some(self.token.clone())
+    }
+
+    fn renew(&self) -> Result<bool, StoreError> {
+        let (name, token, secs) = (
+            self.name.clone(),
+            self.token.clone(),
+            self.lease.as_secs_f64(),
+        );
+        self.inner.call(move |c| {
+            let (name, token) = (name.clone(), token.clone());
+            async move {
+                let n = c
+                    .execute(
+                        "UPDATE flotilla_lock SET expires_at = clock_timestamp() + make_interval(secs => $3)
+                         WHERE deployment = $1 AND token = $2 AND expires_at > clock_timestamp()",
+                        &[&name, &token, &secs],
+                    )
+                    .await?;
+                Ok(n == 1)
+            }
+        })
+    }
+
+    fn release(&self) {
+        let (name, token) = (self.name.clone(), self.token.clone());
+        let _ = self.inner.call(move |c| {
+            let (name, token) = (name.clone(), token.clone());
+            async move {
+                c.execute(
+                    "DELETE FROM flotilla_lock WHERE deployment = $1 AND token = $2",
+                    &[&name, &token],
+                )
+                .await
+            }
+        });
+    }
+
+    fn taken_over_from(&self) -> Option<Holder> {
+        self.taken_over_from.clone()
+    }
+}
+
+fn parse_holder(text: Option<String>) -> Option<Holder> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+impl StateBackend for PostgresBackend {
+    fn url(&self) -> String {
+        self.inner.shown.clone()
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Record>, StoreError> {
+        let name = name.to_string();
+        self.inner.call(move |c| {
+            let name = name.clone();
+            async move {
+                let row = c
+                    .query_opt(
+                        "SELECT body, version FROM flotilla_state WHERE deployment = $1",
+                        &[&name],
+                    )
+                    .await?;
+                Ok(row.map(|r| Record {
+                    body: r.get(0),
+                    version: r.get::<_, i64>(1) as u64,
+                }))
+            }
+        })
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        body: &[u8],
+        expected: Option<u64>,
+        token: Option<&str>,
+        by: &str,
+    ) -> Result<u64, StoreError> {
+        let (n, b, e, t, w) = (
+            name.to_string(),
+            body.to_vec(),
+            expected.unwrap_or(0) as i64,
+            token.map(str::to_string),
+            by.to_string(),
+        );
+        let written: Option<i64> = self.inner.call(move |c| {
+            let (n, b, t, w) = (n.clone(), b.clone(), t.clone(), w.clone());
+            async move {
+                // One statement: the fence, the compare-and-swap (update or first insert) and
+                // the history row commit together or not at all.
+                let row = c
+                    .query_opt(
+                        "WITH fence AS (
+                           SELECT ($4::text IS NULL OR EXISTS (
+                             SELECT 1 FROM flotilla_lock
+                             WHERE deployment = $1 AND token = $4 AND expires_at > clock_timestamp())) AS ok
+                         ),
+                         upd AS (
+                           UPDATE flotilla_state SET version = version + 1, body = $2, updated_at = now(), updated_by = $5
+                           WHERE deployment = $1 AND version = $3 AND $3 > 0 AND (SELECT ok FROM fence)
+                           RETURNING version
+                         ),
+                         ins AS (
+                           INSERT INTO flotilla_state (deployment, version, body, updated_at, updated_by)
+                           SELECT $1, 1, $2, now(), $5 WHERE $3 = 0 AND (SELECT ok FROM fence)
+                           ON CONFLICT (deployment) DO NOTHING
+                           RETURNING version
+                         ),
+                         hist AS (
+                           INSERT INTO flotilla_state_history (deployment, version, body, written_at, written_by)
+                           SELECT $1, v, $2, now(), $5 FROM (SELECT version AS v FROM upd UNION ALL SELECT version FROM ins) x
+                           RETURNING version
+                         )
+                         SELECT version FROM hist",
+                        &[&n, &b, &e, &t, &w],
+                    )
+                    .await?;
+                let v: Option<i64> = row.map(|r| r.get(0));
+                if let Some(v) = v {
+                    c.execute(
+                        "DELETE FROM flotilla_state_history WHERE deployment = $1 AND version <= $2",
+                        &[&n, &(v - HISTORY_KEPT as i64)],
+                    )
+                    .await?;
+                }
+                Ok(v)
+            }
+        })?;
+        if let Some(v) = written {
+            return Ok(v as u64);
+        }
+        // Why not: a lost lock, or another version.
+        if let Some(t) = token {
+            let ours = {
+                let (n, t) = (name.to_string(), t.to_string());
+                self.inner.call(move |c| {
+                    let (n, t) = (n.clone(), t.clone());
+                    async move {
+                        Ok(c.query_opt(
+                            "SELECT 1 FROM flotilla_lock WHERE deployment = $1 AND token = $2 AND expires_at > clock_timestamp()",
+                            &[&n, &t],
+                        )
+                        .await?
+                        .is_some())
+                    }
+                })?
+            };
+            if !ours {
+                return Err(StoreError::LockLost(name.to_string()));
+            }
+        }
+        let found = self.read(name)?.map(|r| r.version);
+        Err(StoreError::Conflict {
+            deployment: name.to_string(),
+            expected,
+            found,
+        })
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.inner.call(move |c| {
+            let name = name.clone();
+            async move {
+                c.execute(
+                    "DELETE FROM flotilla_state_history WHERE deployment = $1",
+                    &[&name],
+                )
+                .await?;
+                c.execute("DELETE FROM flotilla_state WHERE deployment = $1", &[&name])
+                    .await?;
+                Ok(())
+            }
+        })
+    }
+
+    fn list(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.call(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT deployment FROM flotilla_state ORDER BY deployment",
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let name = name.to_string();
+        self.inner.call(move |c| {
+            let name = name.clone();
+            async move {
+                let rows = c
+                    .query(
+                        "SELECT version, to_char(written_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), written_by, length(body)
+                         FROM flotilla_state_history WHERE deployment = $1 ORDER BY version DESC",
+                        &[&name],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| HistoryEntry {
+                        version: r.get::<_, i64>(0) as u64,
+                        written_at: r.get(1),
+                        written_by: r.get(2),
+                        bytes: r.get::<_, i32>(3) as usize,
+                    })
+                    .collect())
+            }
+        })
+    }
+
+    fn read_version(&self, name: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let (name, v) = (name.to_string(), version as i64);
+        self.inner.call(move |c| {
+            let name = name.clone();
+            async move {
+                let row = c
+                    .query_opt(
+                        "SELECT body FROM flotilla_state_history WHERE deployment = $1 AND version = $2",
+                        &[&name, &v],
+                    )
+                    .await?;
+                Ok(row.map(|r| r.get(0)))
+            }
+        })
+    }
+
+    fn try_lock(
+        &self,
+        name: &str,
+        holder: &Holder,
+        lease: Duration,
+    ) -> Result<LockAttempt, StoreError> {
+        let token = {
+            use rand::RngCore;
+            let mut b = [0u8; 16];
+            rand::rng().fill_bytes(&mut b);
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        };
+        let holder_text = serde_json::to_string(holder).unwrap_or_default();
+        let (n, t, h, secs) = (
+            name.to_string(),
+            token.clone(),
+            holder_text,
+            lease.as_secs_f64(),
+        );
+        let (got, prev_holder, prev_expires): (Option<String>, Option<String>, Option<String>) =
+            self.inner.call(move |c| {
+                let (n, t, h) = (n.clone(), t.clone(), h.clone());
+                async move {
+                    let row = c
+                        .query_one(
+                            "WITH prev AS (
+                               SELECT holder, expires_at, expires_at > clock_timestamp() AS live
+                               FROM flotilla_lock WHERE deployment = $1
+                             ),
+                             ins AS (
+                               INSERT INTO flotilla_lock (deployment, token, holder, expires_at)
+                               VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4))
+                               ON CONFLICT (deployment) DO UPDATE
+                                 SET token = EXCLUDED.token, holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                                 WHERE flotilla_lock.expires_at <= clock_timestamp()
+                               RETURNING token
+                             )
+                             SELECT (SELECT token FROM ins), (SELECT holder FROM prev),
+                                    (SELECT to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM prev)",
+                            &[&n, &t, &h, &secs],
+                        )
+                        .await?;
+                    Ok((row.get(0), row.get(1), row.get(2)))
+                }
+            })?;
+        if got.as_deref() == Some(token.as_str()) {
+            return Ok(LockAttempt::Acquired(Arc::new(PgLock {
+                inner: self.inner.clone(),
+                name: name.to_string(),
+                token,
+                lease,
+                taken_over_from: parse_holder(prev_holder),
+            })));
+        }
+        Ok(LockAttempt::Held(parse_holder(prev_holder).map(|h| {
+            LockInfo {
+                holder: h,
+                expires_at: prev_expires,
+            }
+        })))
+    }
+
+    fn lock_status(&self, name: &str) -> Result<Option<LockInfo>, StoreError> {
+        let name = name.to_string();
+        let row: Option<(String, String)> = self.inner.call(move |c| {
+            let name = name.clone();
+            async move {
+                let row = c
+                    .query_opt(
+                        "SELECT holder, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                         FROM flotilla_lock WHERE deployment = $1 AND expires_at > clock_timestamp()",
+                        &[&name],
+                    )
+                    .await?;
+                Ok(row.map(|r| (r.get(0), r.get(1))))
+            }
+        })?;
+        Ok(row.and_then(|(h, e)| {
+            parse_holder(Some(h)).map(|holder| LockInfo {
+                holder,
+                expires_at: Some(e),
+            })
+        }))
+    }
+
+    fn force_unlock(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.inner.call(move |c| {
+            let name = name.clone();
+            async move {
+                let n = c
+                    .execute("DELETE FROM flotilla_lock WHERE deployment = $1", &[&name])
+                    .await?;
+                Ok(n > 0)
+            }
+        })
+    }
+}
