@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command (a): a real 3-node Docker Swarm on the local Docker engine, from nothing.
-# Installs Docker (engine), the OpenSSH client and debootstrap when missing, starts dockerd when
+# Installs Docker (engine), the OpenSSH client, debootstrap and protoc (build) when missing, starts dockerd when
 # it is not running, builds flotilla, runs `flotilla up blueprints/local-swarm.yaml`, and prints
 # how to reach the swarm. Extra arguments go to `flotilla up` (e.g. --set workers=4).
 set -euo pipefail
@@ -15,6 +15,8 @@ command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
 command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
 command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
+# The etcd state backend's client (etcd-client) compiles its gRPC definitions with protoc.
+command -v protoc >/dev/null 2>&1 || missing="$missing protobuf-compiler"
 if [ -n "$missing" ]; then
   echo "installing:$missing"
   export DEBIAN_FRONTEND=noninteractive

@@ -26,7 +26,7 @@ need_root() {
 
 begin "install packages"
 need_root
-PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps mariadb-server rabbitmq-server jq curl prometheus-alertmanager postgresql"
+PKGS="docker.io openssh-client debootstrap iptables iproute2 busybox-static procps mariadb-server rabbitmq-server jq curl prometheus-alertmanager postgresql etcd-server protobuf-compiler"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -51,14 +51,16 @@ end
 begin "start test bed (private dockerd)"
 eval "$(integration/testbed.sh start)"
 export DOCKER_HOST
-trap 'sh integration/postgres.sh stop || true; bash integration/openstack/testcloud.sh down || true; integration/ec2-testcloud.sh stop || true; integration/testbed.sh stop || true; report' EXIT
+trap 'sh integration/etcd.sh stop || true; sh integration/postgres.sh stop || true; bash integration/openstack/testcloud.sh down || true; integration/ec2-testcloud.sh stop || true; integration/testbed.sh stop || true; report' EXIT
 # One node image build per machine: the debootstrap rootfs is cached here between runs.
 export FLOTILLA_CACHE_DIR=${FLOTILLA_CACHE_DIR:-/var/tmp/flotilla-test-cache}
 end
 
-begin "start PostgreSQL (state backend tests)"
+begin "start PostgreSQL and etcd (state backend tests)"
 sh integration/postgres.sh start
 export FLOTILLA_TEST_PG_URL=postgres://flotilla:flotilla-test@127.0.0.1:55432/flotilla
+sh integration/etcd.sh start
+export FLOTILLA_TEST_ETCD_URL=etcd://127.0.0.1:52379/flotilla-test
 end
 
 begin "start EC2 test cloud (moto + data plane)"
@@ -86,5 +88,6 @@ cargo test --workspace --locked --lib --bins
 end
 
 begin "integration tests (real dockerd, sshd, swarm)"
-cargo test --locked --test integration -- --test-threads 4
+# --workspace, like the build above: the same feature set, so nothing is compiled twice.
+cargo test --workspace --locked --test integration -- --test-threads 4
 end

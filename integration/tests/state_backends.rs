@@ -1,17 +1,35 @@
-//! Shared state backends against a real PostgreSQL (`integration/postgres.sh`, started by
-//! `scripts/test-all.sh` on 127.0.0.1:55432): the backend contract, bad credentials and an
-//! unreachable server, a database restart, a lock holder killed mid-run (taken over after the
-//! lease, not before), twenty concurrent `heal`s through the file backend and then through
-//! PostgreSQL after `state migrate`, and history/rollback.
+//! Shared state backends against a real PostgreSQL (`integration/postgres.sh`, 127.0.0.1:55432)
+//! and a real etcd (`integration/etcd.sh`, 127.0.0.1:52379), both started by
+//! `scripts/test-all.sh`: the backend contract on each, bad credentials and unreachable servers,
+//! database restarts (alone and under twenty running heals), a lock holder killed mid-run (taken
+//! over after the lease, not before) on each, twenty concurrent `heal`s through files, then
+//! PostgreSQL, then etcd (moved with `state migrate`), and history/rollback.
 
 use crate::common::{json, require_docker, stderr, stdout, Home};
-use flotilla::state::backend::{conformance, PostgresBackend, StateBackend};
+use flotilla::state::backend::{conformance, EtcdBackend, PostgresBackend, StateBackend};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// The PostgreSQL tests restart the server: they take turns (other tests still run alongside).
+fn pg_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn pg_url() -> String {
     std::env::var("FLOTILLA_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://flotilla:flotilla-test@127.0.0.1:55432/flotilla".into())
+}
+
+fn etcd_url() -> String {
+    std::env::var("FLOTILLA_TEST_ETCD_URL")
+        .unwrap_or_else(|_| "etcd://127.0.0.1:52379/flotilla-test".into())
+}
+
+fn etcd() -> EtcdBackend {
+    EtcdBackend::connect(&etcd_url()).unwrap_or_else(|e| {
+        panic!("the test etcd is not reachable ({e}); start it with `integration/etcd.sh start`")
+    })
 }
 
 fn pg() -> PostgresBackend {
@@ -50,6 +68,7 @@ fn blueprint(home: &Home, name: &str, subnet: &str) -> String {
 
 #[test]
 fn postgres_backend_keeps_the_contract_and_survives_a_restart() {
+    let _turn = pg_turn();
     let b = pg();
     conformance::run(&b);
     // A restarted server: the next call reconnects instead of failing the run.
@@ -66,7 +85,13 @@ fn postgres_backend_keeps_the_contract_and_survives_a_restart() {
 }
 
 #[test]
+fn etcd_backend_keeps_the_contract() {
+    conformance::run(&etcd());
+}
+
+#[test]
 fn bad_credentials_and_an_unreachable_server_fail_in_one_line_without_local_fallback() {
+    let _turn = pg_turn();
     let home = Home::new();
     let wrong = pg_url().replace(":flotilla-test@", ":not-the-password@");
     let o = with_backend(&home, &wrong, &["list"]);
@@ -85,6 +110,14 @@ fn bad_credentials_and_an_unreachable_server_fail_in_one_line_without_local_fall
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
+    let o = with_backend(&home, "etcd://127.0.0.1:1/x", &["list"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim().lines().count(),
+        1,
+        "one line: {}",
+        stderr(&o)
+    );
     assert!(
         !home.path().join("deployments").exists(),
         "nothing was written locally instead"
@@ -160,8 +193,9 @@ fn versions(home: &Home, backend: Option<&str>, name: &str) -> (u64, Vec<String>
 }
 
 #[test]
-fn twenty_heals_at_once_through_files_then_postgres_after_migrate() {
+fn twenty_heals_at_once_through_files_postgres_and_etcd() {
     require_docker();
+    let _turn = pg_turn();
     let home = Home::new();
     let name = "it-team";
     let _scrub = crate::common::Scrub::new(name);
@@ -215,7 +249,14 @@ fn twenty_heals_at_once_through_files_then_postgres_after_migrate() {
     );
     assert_eq!(json(&st)["nodes"][0]["ssh"], "ok", "{}", stdout(&st));
 
+    // Twenty more through PostgreSQL, with the server restarted while they run: in-flight
+    // statements are retried on a new connection, and leases outlive the short outage.
+    let restarter = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(6));
+        pg_script("restart");
+    });
     concurrent_heals(&home, Some(&url), name, 20);
+    restarter.join().expect("restart thread");
 
     // History and rollback.
     let (latest, _) = versions(&home, Some(&url), name);
@@ -256,22 +297,30 @@ fn twenty_heals_at_once_through_files_then_postgres_after_migrate() {
 }
 
 #[test]
-fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before() {
+fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before_postgres() {
+    let _turn = pg_turn();
+    let _ = pg();
+    killed_holder(&pg_url(), "it-lease-pg", "10.198.39.0/24", true);
+}
+
+#[test]
+fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before_etcd() {
+    let _ = etcd();
+    killed_holder(&etcd_url(), "it-lease-etcd", "10.198.27.0/24", false);
+}
+
+fn killed_holder(url: &str, name: &'static str, subnet: &str, restart_db: bool) {
     require_docker();
     let home = Home::new();
-    let name = "it-lease";
     let _scrub = crate::common::Scrub::new(name);
-    let url = pg_url();
-    let b = pg();
-    let _ = b.delete(name);
-    let _ = b.force_unlock(name);
-    let bp = blueprint(&home, name, "10.198.39.0/24");
+    let _ = with_backend(&home, url, &["lock", "force-unlock", name, "--yes"]);
+    let bp = blueprint(&home, name, subnet);
 
-    // The first up dies (abort, like kill -9) right after creating its machine: the lock row
-    // stays until its lease runs out.
+    // The first up dies (abort, like kill -9) right after creating its machine: the lock stays
+    // until its lease runs out.
     let killed = home
         .cmd()
-        .args(["--backend", &url, "up", &bp])
+        .args(["--backend", url, "up", &bp])
         .env("FLOTILLA_FAULT_AT", "after-create")
         .output()
         .expect("up");
@@ -281,10 +330,10 @@ fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before() {
         "the fault hook aborts the run"
     );
     let died = Instant::now();
-    let st = with_backend(&home, &url, &["lock", "status", name, "-o", "json"]);
+    let st = with_backend(&home, url, &["lock", "status", name, "-o", "json"]);
     assert_eq!(st.status.code(), Some(3), "still locked: {}", stdout(&st));
     assert_eq!(json(&st)["holder"]["command"], "up");
-    let early = with_backend(&home, &url, &["up", &bp]);
+    let early = with_backend(&home, url, &["up", &bp]);
     assert_eq!(
         early.status.code(),
         Some(3),
@@ -292,10 +341,12 @@ fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before() {
         stderr(&early)
     );
 
-    // A database restart in between changes nothing about the lease.
-    pg_script("restart");
+    if restart_db {
+        // A database restart in between changes nothing about the lease.
+        pg_script("restart");
+    }
 
-    let waited = with_backend(&home, &url, &["up", &bp, "--wait-lock", "2m", "-o", "json"]);
+    let waited = with_backend(&home, url, &["up", &bp, "--wait-lock", "2m", "-o", "json"]);
     assert_eq!(
         waited.status.code(),
         Some(0),
@@ -314,7 +365,7 @@ fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before() {
         "the machine the dead run made is adopted, not made twice: {r}"
     );
 
-    let down = with_backend(&home, &url, &["down", name, "--yes"]);
+    let down = with_backend(&home, url, &["down", name, "--yes"]);
     assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
     let (c, v, n) = crate::common::labelled(name);
     assert!(

@@ -1,13 +1,16 @@
 //! Where deployment states live and how they are locked: the local file backend (the default)
-//! or a shared one a team already runs (PostgreSQL), chosen with `--backend URL` or
+//! or a shared one a team already runs (PostgreSQL, etcd), chosen with `--backend URL` or
 //! `FLOTILLA_BACKEND`. Every backend offers the same contract, which one conformance suite
 //! checks: versioned compare-and-swap writes, a history of versions, and a lock with an owner
-//! and a lease that dies with its holder (a flock for files, an expiring row for PostgreSQL).
+//! and a lease that dies with its holder (a flock for files, an expiring row for PostgreSQL, an
+//! etcd lease for etcd).
 
+mod etcd;
 mod file;
 mod postgres;
 mod rt;
 
+pub use etcd::EtcdBackend;
 pub use file::FileBackend;
 pub use postgres::PostgresBackend;
 
@@ -100,10 +103,12 @@ pub fn open(url: Option<&str>, home_root: &Path) -> Result<Arc<dyn StateBackend>
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
             Ok(Arc::new(PostgresBackend::connect(u)?))
         }
+        Some(u) if u.starts_with("etcd://") => Ok(Arc::new(EtcdBackend::connect(u)?)),
         Some(u) => Err(StoreError::Backend {
             url: redact(u),
-            message: "unknown backend; use `file`, `file:///dir` or `postgres://user@host/db`"
-                .into(),
+            message:
+                "unknown backend; use `file`, `file:///dir`, `postgres://user@host/db` or `etcd://host:2379/prefix`"
+                    .into(),
         }),
     }
 }

@@ -51,6 +51,35 @@ struct Inner {
     config: Config,
     rt: Rt,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// Once a connection worked, a failing reconnect is retried for a while (a restarting
+    /// server); before that, a refused connection fails at once (wrong address or password).
+    connected_once: std::sync::atomic::AtomicBool,
+}
+
+/// How long a lost connection is retried before the command fails.
+const RECONNECT_WINDOW: Duration = Duration::from_secs(20);
+
+async fn reconnect(me: &Inner) -> Result<Arc<Client>, String> {
+    use std::sync::atomic::Ordering;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match connect(&me.config).await {
+            Ok(c) => {
+                me.connected_once.store(true, Ordering::SeqCst);
+                return Ok(c);
+            }
+            Err(e)
+                if me.connected_once.load(Ordering::SeqCst)
+                    && started.elapsed() + delay < RECONNECT_WINDOW =>
+            {
+                tracing::warn!("the state database does not answer ({e}); retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 pub struct PostgresBackend {
@@ -147,7 +176,7 @@ impl Inner {
                     match slot.as_ref().filter(|c| !c.is_closed()) {
                         Some(c) => c.clone(),
                         None => {
-                            let c = connect(&me.config).await?;
+                            let c = reconnect(&me).await?;
                             *slot = Some(c.clone());
                             c
                         }
@@ -193,6 +222,7 @@ impl PostgresBackend {
             config,
             rt,
             client: tokio::sync::Mutex::new(None),
+            connected_once: std::sync::atomic::AtomicBool::new(false),
         });
         inner.call(|c| async move {
             c.batch_execute(&format!(
