@@ -309,6 +309,26 @@ fn a_killed_lock_holder_is_taken_over_after_its_lease_not_before_etcd() {
     killed_holder(&etcd_url(), "it-lease-etcd", "10.198.27.0/24", false);
 }
 
+/// The blueprint can name the backend (`state.backend`) for `up`/`plan`; a different
+/// --backend is refused rather than splitting the state.
+#[test]
+fn a_blueprint_names_its_backend_and_a_conflicting_flag_is_refused() {
+    let home = Home::new();
+    let url = etcd_url();
+    let bp = home.write(
+        "named.yaml",
+        &format!("name: it-named\nprovider:\n  kind: docker\ncluster:\n  kind: none\nstate:\n  backend: {url}\ngroups:\n  hosts:\n    role: worker\n    count: 1\n"),
+    );
+    let bp = bp.to_str().expect("utf8");
+    let clash = home.run(&["--backend", "file", "plan", bp]);
+    assert_eq!(clash.status.code(), Some(2), "{}", stderr(&clash));
+    assert!(stderr(&clash).contains("use one"), "{}", stderr(&clash));
+    let bad = home.write("bad.yaml", "name: x\nprovider:\n  kind: docker\ncluster:\n  kind: none\nstate:\n  backend: redis://h\ngroups:\n  hosts:\n    role: worker\n    count: 1\n");
+    let v = home.run(&["validate", bad.to_str().expect("utf8")]);
+    assert_eq!(v.status.code(), Some(2));
+    assert!(stderr(&v).contains("state.backend"), "{}", stderr(&v));
+}
+
 fn killed_holder(url: &str, name: &'static str, subnet: &str, restart_db: bool) {
     require_docker();
     let home = Home::new();

@@ -636,6 +636,31 @@ fn check(
         None => None,
     };
 
+    let state_backend = match take(root, "state") {
+        Some(Value::Null) | None => None,
+        Some(v) => ctx.section::<StateSpec>(v, "state").and_then(|st| {
+            let b = st.backend.trim();
+            let known = b == "file"
+                || b.starts_with("file://")
+                || b.starts_with("postgres://")
+                || b.starts_with("postgresql://")
+                || b.starts_with("etcd://");
+            if !known {
+                let loc = ctx.index.value("state.backend");
+                ctx.push(
+                    loc,
+                    "state.backend",
+                    format!(
+                        "`{b}`: expected file, postgres://user@host/db or etcd://host:2379/prefix"
+                    ),
+                );
+                None
+            } else {
+                Some(b.to_string())
+            }
+        }),
+    };
+
     let outputs = check_outputs(ctx, outputs, groups.as_deref().unwrap_or(&[]), &inputs);
 
     Some(Blueprint {
@@ -656,6 +681,7 @@ fn check(
         containers: containers?,
         services: services?,
         manager,
+        state_backend,
         outputs,
         rendered,
     })

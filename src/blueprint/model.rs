@@ -21,6 +21,7 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "containers",
     "services",
     "manager",
+    "state",
     "outputs",
 ];
 
@@ -208,6 +209,16 @@ pub struct ServiceSpec {
     /// Swarm only: `docker stack deploy --resolve-image` (`always`, `changed`, `never`);
     /// `never` for images that exist only on the nodes (preloaded, no registry).
     pub resolve_image: Option<String>,
+}
+
+/// `state:`: where `up` and `plan` keep this deployment's state (other commands take
+/// `--backend` / `FLOTILLA_BACKEND`, having no blueprint).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `file`, `postgres://user@host/db`, `etcd://host:2379/prefix` (passwords from PGPASSWORD /
+    /// ETCDCTL_PASSWORD rather than the blueprint).
+    pub backend: String,
 }
 
 /// `manager:`: the containerized flotilla manager (an app container and a data-only container
@@ -424,6 +435,8 @@ pub struct Blueprint {
     /// Swarm stacks / Kubernetes manifests by name.
     pub services: BTreeMap<String, ServiceSpec>,
     pub manager: Option<ManagerSpec>,
+    /// `state.backend`, when the blueprint names one.
+    pub state_backend: Option<String>,
     /// Output name -> tera template, rendered after bring-up.
     pub outputs: Vec<(String, String)>,
     /// The rendered YAML (kept in state for `plan` diffs and audits).

@@ -20,7 +20,8 @@ use crate::state::{resolve_home, Home};
 
 /// Runs a command; returns the exit code for successful runs (0, or 10 for `plan` with changes).
 pub async fn run(cli: Cli) -> Result<i32> {
-    let home = Home::open(resolve_home(cli.home.as_deref()), cli.backend.as_deref())?;
+    let backend = backend_url(&cli)?;
+    let home = Home::open(resolve_home(cli.home.as_deref()), backend.as_deref())?;
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Validate(bp) => validate::run(&bp, json),
@@ -177,6 +178,28 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Manager(m) => manager::run(&home, m, json).await,
         Command::Lock(c) => lock::run_lock(&home, c, json),
         Command::State(c) => lock::run_state(&home, c, json),
+    }
+}
+
+/// `--backend` / `FLOTILLA_BACKEND`, else (for `up` and `plan`) the blueprint's `state.backend`.
+/// Both given and different: refused, since that would split the deployment's state.
+fn backend_url(cli: &Cli) -> Result<Option<String>> {
+    let bp_args = match &cli.command {
+        Command::Up { bp, .. } | Command::Plan(bp) => Some(bp),
+        _ => None,
+    };
+    // A blueprint that does not load is reported by the command itself.
+    let from_blueprint = bp_args
+        .and_then(|a| crate::blueprint::load(&a.blueprint, &a.set).ok())
+        .and_then(|b| b.state_backend);
+    match (&cli.backend, from_blueprint) {
+        (Some(flag), Some(bp)) if flag.trim() != bp => Err(crate::error::Error::Usage(format!(
+            "the blueprint keeps its state in `{}` but --backend/FLOTILLA_BACKEND says `{}`; use one",
+            crate::state::backend::redact(&bp),
+            crate::state::backend::redact(flag)
+        ))),
+        (Some(flag), _) => Ok(Some(flag.clone())),
+        (None, bp) => Ok(bp),
     }
 }
 
