@@ -84,6 +84,36 @@ fn postgres_backend_keeps_the_contract_and_survives_a_restart() {
     b.delete(&name).expect("delete");
 }
 
+/// TLS: the role `flotilla_tls` may only connect encrypted (pg_hba); over TLS with the test CA
+/// the whole contract holds; a server certificate nobody vouches for is refused.
+#[test]
+fn postgres_over_tls_verifies_the_server_and_keeps_the_contract() {
+    let _turn = pg_turn();
+    let ca =
+        std::env::var("FLOTILLA_TEST_PG_CA").unwrap_or_else(|_| "/tmp/flotilla-pg/ca.crt".into());
+    let tls_user = pg_url().replace("//flotilla:", "//flotilla_tls:");
+    let home = Home::new();
+    let plain = with_backend(&home, &tls_user, &["list"]);
+    assert_eq!(plain.status.code(), Some(1));
+    assert!(
+        stderr(&plain).contains("no encryption"),
+        "{}",
+        stderr(&plain)
+    );
+    let unverified = with_backend(&home, &format!("{tls_user}?sslmode=require"), &["list"]);
+    assert_eq!(unverified.status.code(), Some(1));
+    assert!(
+        stderr(&unverified).contains("UnknownIssuer"),
+        "{}",
+        stderr(&unverified)
+    );
+    let url = format!("{tls_user}?sslmode=verify-full&sslrootcert={ca}");
+    let ok = with_backend(&home, &url, &["list"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let b = PostgresBackend::connect(&url).expect("TLS connect");
+    conformance::run(&b);
+}
+
 #[test]
 fn etcd_backend_keeps_the_contract() {
     conformance::run(&etcd());

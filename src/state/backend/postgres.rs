@@ -4,7 +4,9 @@
 //! in a history table; the lock a row with a lease that its holder renews and that anyone may
 //! take once it expired. The schema is created (and later migrated) by flotilla, under an
 //! advisory lock so twenty processes starting at once do not race. Credentials come from the
-//! URL or the usual libpq variables (PGUSER, PGPASSWORD, PGHOST, PGPORT, PGDATABASE).
+//! URL or the usual libpq variables (PGUSER, PGPASSWORD, PGHOST, PGPORT, PGDATABASE); TLS from
+//! `sslmode`/`sslrootcert` in the URL or PGSSLMODE/PGSSLROOTCERT (rustls, the server certificate
+//! always verified when TLS is asked for).
 
 use super::rt::Rt;
 use super::{
@@ -46,9 +48,75 @@ CREATE TABLE IF NOT EXISTS flotilla_lock (
 );
 ";
 
+/// TLS to the server: none, or rustls with the roots to verify the server against.
+#[derive(Clone)]
+enum Tls {
+    Off,
+    Verify(Arc<rustls::ClientConfig>),
+}
+
+/// Takes `sslmode` and `sslrootcert` out of the URL (tokio-postgres knows neither `verify-full`
+/// nor `sslrootcert`) and builds the TLS setting: `disable`, `allow` and `prefer` (the default)
+/// speak plain; `require`, `verify-ca` and `verify-full` speak TLS and verify the certificate and
+/// host name against `sslrootcert` (a PEM file) or, without it, the Mozilla roots — stricter than
+/// libpq's `require`, which encrypts without verifying.
+fn tls_from(url: &str) -> Result<(String, Tls), String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut mode = env("PGSSLMODE");
+    let mut root = env("PGSSLROOTCERT");
+    let mut kept = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("sslmode", v)) => mode = Some(v.to_string()),
+            Some(("sslrootcert", v)) => root = Some(v.to_string()),
+            _ => kept.push(kv),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let tls = match mode.as_deref().unwrap_or("prefer") {
+        "disable" | "allow" | "prefer" => Tls::Off,
+        "require" | "verify-ca" | "verify-full" => {
+            let mut roots = rustls::RootCertStore::empty();
+            match &root {
+                Some(path) => {
+                    use rustls_pki_types::pem::PemObject;
+                    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                        .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                    for c in certs {
+                        let c = c.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                        roots
+                            .add(c)
+                            .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS setup: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Tls::Verify(Arc::new(config))
+        }
+        other => {
+            return Err(format!(
+                "sslmode={other}: expected disable, prefer, require, verify-ca or verify-full"
+            ))
+        }
+    };
+    Ok((url, tls))
+}
+
 struct Inner {
     shown: String,
     config: Config,
+    tls: Tls,
     rt: Rt,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     /// Once a connection worked, a failing reconnect is retried for a while (a restarting
@@ -64,7 +132,7 @@ async fn reconnect(me: &Inner) -> Result<Arc<Client>, String> {
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(250);
     loop {
-        match connect(&me.config).await {
+        match connect(&me.config, &me.tls).await {
             Ok(c) => {
                 me.connected_once.store(true, Ordering::SeqCst);
                 return Ok(c);
@@ -133,20 +201,32 @@ fn config_from(url: &str) -> Result<Config, String> {
             c.dbname(&d);
         }
     }
-    if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err("sslmode=require: this build speaks PostgreSQL without TLS; reach the server over a private network or an SSH/TLS tunnel (stunnel, pgbouncer)".into());
-    }
     c.connect_timeout(Duration::from_secs(5));
     c.application_name("flotilla");
     Ok(c)
 }
 
-async fn connect(config: &Config) -> Result<Arc<Client>, String> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_message(&e))?;
-    tokio::spawn(async move {
-        // Ends when the server closes the connection; the next call reconnects.
-        let _ = connection.await;
-    });
+async fn connect(config: &Config, tls: &Tls) -> Result<Arc<Client>, String> {
+    // The connection task ends when the server closes it; the next call reconnects.
+    let client = match tls {
+        Tls::Off => {
+            let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_message(&e))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+        Tls::Verify(c) => {
+            let mut config = config.clone();
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let make = tokio_postgres_rustls::MakeRustlsConnect::new((**c).clone());
+            let (client, connection) = config.connect(make).await.map_err(|e| pg_message(&e))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+    };
     Ok(Arc::new(client))
 }
 
@@ -209,10 +289,12 @@ impl PostgresBackend {
     /// fail here, with the server's one-line reason; there is no local fallback.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let shown = redact(url);
-        let config = config_from(url).map_err(|message| StoreError::Backend {
+        let bad = |message| StoreError::Backend {
             url: shown.clone(),
             message,
-        })?;
+        };
+        let (plain_url, tls) = tls_from(url).map_err(bad)?;
+        let config = config_from(&plain_url).map_err(bad)?;
         let rt = Rt::new().map_err(|e| StoreError::Backend {
             url: shown.clone(),
             message: format!("starting the backend runtime: {e}"),
@@ -220,6 +302,7 @@ impl PostgresBackend {
         let inner = Arc::new(Inner {
             shown,
             config,
+            tls,
             rt,
             client: tokio::sync::Mutex::new(None),
             connected_once: std::sync::atomic::AtomicBool::new(false),
