@@ -60,6 +60,8 @@ impl Home {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
         c.env("FLOTILLA_HOME", self.path())
+            // Tests name their backend explicitly; a developer's own setting must not leak in.
+            .env_remove("FLOTILLA_BACKEND")
             .env("DOCKER_HOST", docker_host())
             .env("FLOTILLA_CACHE_DIR", cache_dir())
             .env("FLOTILLA_PLAIN_PROGRESS", "1")
