@@ -366,18 +366,36 @@ fn killed_holder(url: &str, name: &'static str, subnet: &str, restart_db: bool) 
     let _ = with_backend(&home, url, &["lock", "force-unlock", name, "--yes"]);
     let bp = blueprint(&home, name, subnet);
 
-    // The first up dies (abort, like kill -9) right after creating its machine: the lock stays
-    // until its lease runs out.
-    let killed = home
+    // The first up is SIGKILLed right after creating its machine (a test hook pauses it
+    // there): the lock stays until its lease runs out.
+    let marker = home.path().join("paused");
+    let mut first = home
         .cmd()
         .args(["--backend", url, "up", &bp])
-        .env("FLOTILLA_FAULT_AT", "after-create")
-        .output()
+        .env("FLOTILLA_FAULT_PAUSE_AT", "after-create")
+        .env("FLOTILLA_FAULT_PAUSE_FILE", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .expect("up");
-    assert_ne!(
-        killed.status.code(),
-        Some(0),
-        "the fault hook aborts the run"
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first up never reached after-create"
+        );
+        assert!(
+            first.try_wait().expect("try_wait").is_none(),
+            "the first up ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill().expect("SIGKILL the lock holder");
+    let killed = first.wait().expect("reap");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed),
+        Some(9),
+        "killed by SIGKILL"
     );
     let died = Instant::now();
     let st = with_backend(&home, url, &["lock", "status", name, "-o", "json"]);

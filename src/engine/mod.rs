@@ -121,12 +121,21 @@ pub fn journal(
         })
 }
 
-/// Test hook for the fault-injection suite: `FLOTILLA_FAULT_AT=<step>` makes the process exit
-/// abruptly (as a SIGKILL would) when it reaches that step boundary.
+/// Test hooks for the fault-injection suite: `FLOTILLA_FAULT_AT=<step>` makes the process exit
+/// abruptly (abort: no cleanup, as with SIGKILL) when it reaches that step boundary.
 pub fn fault_point(step: &str) {
     if std::env::var("FLOTILLA_FAULT_AT").ok().as_deref() == Some(step) {
         eprintln!("FLOTILLA_FAULT_AT={step}: aborting here (test hook)");
         std::process::abort();
+    }
+    // `FLOTILLA_FAULT_PAUSE_AT=<step>`: stop there (at most 10 minutes) after creating the file
+    // `FLOTILLA_FAULT_PAUSE_FILE`, so a test can SIGKILL a process mid-run at a known point.
+    if std::env::var("FLOTILLA_FAULT_PAUSE_AT").ok().as_deref() == Some(step) {
+        if let Ok(marker) = std::env::var("FLOTILLA_FAULT_PAUSE_FILE") {
+            let _ = std::fs::write(marker, std::process::id().to_string());
+        }
+        eprintln!("FLOTILLA_FAULT_PAUSE_AT={step}: paused here (test hook)");
+        std::thread::sleep(std::time::Duration::from_secs(600));
     }
 }
 
