@@ -206,6 +206,23 @@ fn config_from(url: &str) -> Result<Config, String> {
     Ok(c)
 }
 
+/// A statement that failed because the connection went away (the server shutting down or
+/// restarting: SQLSTATE class 57P "operator intervention" or 08 "connection exception"): the
+/// server rolled it back, so it is safe to retry on a new connection.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("57P") || c.starts_with("08")
+        }
+        // No SQLSTATE: an I/O error on the socket.
+        None => e.as_db_error().is_none(),
+    }
+}
+
 async fn connect(config: &Config, tls: &Tls) -> Result<Arc<Client>, String> {
     // The connection task ends when the server closes it; the next call reconnects.
     let client = match tls {
@@ -264,7 +281,7 @@ impl Inner {
                 };
                 match tokio::time::timeout(CALL_TIMEOUT, f(client.clone())).await {
                     Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(e)) if client.is_closed() || e.is_closed() => {
+                    Ok(Err(e)) if client.is_closed() || connection_lost(&e) => {
                         last = pg_message(&e);
                         *me.client.lock().await = None;
                     }
