@@ -165,5 +165,4 @@ pub async fn run(home: &Home, cmd: ManagerCommand, json: bool) -> Result<i32> {
             Ok(exit::OK)
         }
     }
-    .map_err(|e: Error| e)
 }
