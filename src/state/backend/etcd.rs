@@ -395,12 +395,7 @@ impl StateBackend for EtcdBackend {
         holder: &Holder,
         lease: Duration,
     ) -> Result<LockAttempt, StoreError> {
-        let token = {
-            use rand::RngCore;
-            let mut b = [0u8; 16];
-            rand::rng().fill_bytes(&mut b);
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        };
+        let token = super::new_lock_token();
         let lock_key = self.inner.key("lock", name);
         let info_key = self.inner.key("lockinfo", name);
         let holder_json = serde_json::to_string(holder).unwrap_or_default();

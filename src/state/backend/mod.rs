@@ -127,6 +127,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A fresh fencing token for a lock (16 random bytes, hex).
+pub(crate) fn new_lock_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Who writes: `pid@host`.
 pub fn writer() -> String {
     format!(

@@ -593,12 +593,7 @@ impl StateBackend for PostgresBackend {
         holder: &Holder,
         lease: Duration,
     ) -> Result<LockAttempt, StoreError> {
-        let token = {
-            use rand::RngCore;
-            let mut b = [0u8; 16];
-            rand::rng().fill_bytes(&mut b);
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        };
+        let token = super::new_lock_token();
         let holder_text = serde_json::to_string(holder).unwrap_or_default();
         let (n, t, h, secs) = (
             name.to_string(),
