@@ -172,8 +172,13 @@ fn concurrent_heals(home: &Home, backend: Option<&str>, name: &str, n: usize) {
                 .expect("spawn heal")
         })
         .collect();
-    for c in children {
-        let out = c.wait_with_output().expect("wait heal");
+    // Every child is reaped before anything is asserted, so a failing assertion leaves no
+    // process behind.
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait heal"))
+        .collect();
+    for out in outputs {
         assert_eq!(
             out.status.code(),
             Some(0),

@@ -256,7 +256,7 @@ pub async fn install_locked(
                     t,
                     "undo the install",
                     &remote::remove_all_script(&name),
-                    Some(Duration::from_secs(60)),
+                    Some(remote::DOCKER_CLI_TIMEOUT),
                 )
                 .await;
             return Err(e);

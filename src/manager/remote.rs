@@ -7,6 +7,10 @@ use super::{
 use crate::ssh::{shell_quote, SshPool, Target};
 use std::time::Duration;
 
+/// Bound for a docker CLI call that normally takes a second (inspect, rm). Generous on purpose:
+/// a node's dockerd on a loaded machine was seen taking over a minute to answer two inspects.
+pub const DOCKER_CLI_TIMEOUT: Duration = Duration::from_secs(180);
+
 fn node_err(t: &Target, message: impl std::fmt::Display) -> ManagerError {
     ManagerError::Node {
         node: t.node.clone(),
@@ -60,12 +64,7 @@ pub async fn inspect(
         })
         .collect::<String>();
     let out = pool
-        .run_ok(
-            t,
-            "inspect the manager",
-            &script,
-            Some(Duration::from_secs(60)),
-        )
+        .run_ok(t, "inspect the manager", &script, Some(DOCKER_CLI_TIMEOUT))
         .await
         .map_err(|e| node_err(t, e))?;
     let mut lines = out.lines();
@@ -88,7 +87,7 @@ pub async fn image_id(
                 "docker image inspect -f '{{{{.Id}}}}' {} 2>/dev/null || true",
                 shell_quote(image)
             ),
-            Some(Duration::from_secs(60)),
+            Some(DOCKER_CLI_TIMEOUT),
         )
         .await
         .map_err(|e| node_err(t, e))?;
@@ -273,7 +272,7 @@ pub async fn remove_app(pool: &SshPool, t: &Target) -> Result<(), ManagerError> 
         t,
         "remove the manager app container",
         &format!("docker rm -f {APP_CONTAINER} >/dev/null 2>&1 || true"),
-        Some(Duration::from_secs(60)),
+        Some(DOCKER_CLI_TIMEOUT),
     )
     .await
     .map_err(|e| node_err(t, e))?;

@@ -21,13 +21,15 @@ use flotilla_provider_core::{
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use session::{api_error, Service, Session};
+use session::{api_error, Resend, Service, Session};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 const WAIT_TIMEOUT: Duration = Duration::from_secs(900);
+/// Creates of one server sent before giving up (each after checking none was made).
+const CREATE_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone)]
 struct Resolved {
@@ -525,36 +527,124 @@ impl OpenStackProvider {
         if let Some(az) = &self.cfg.availability_zone {
             server["availability_zone"] = Value::String(az.clone());
         }
-        let resp = self
-            .s
-            .call(
-                Service::Compute,
-                Method::POST,
-                "/servers",
-                Some(&json!({"server": server})),
-                false,
-            )
-            .await?;
-        if !resp.status.is_success() {
-            let e = api_error("POST servers", &resp);
-            // Over quota is the user's business, not a transient failure.
-            if resp.status == StatusCode::FORBIDDEN || resp.status == StatusCode::PAYLOAD_TOO_LARGE
-            {
-                return Err(ProviderError::Config {
-                    field: "provider (quota)".into(),
-                    message: e.to_string(),
-                });
+        let body = json!({"server": server});
+        // A POST that timed out or got a 5xx may still have created the server (a slow Nova
+        // under load does): look for it by name and run before sending the create again, so a
+        // retry never makes a second server.
+        let mut backoff = Backoff::new(Duration::from_secs(300));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .s
+                .call_with(
+                    Service::Compute,
+                    Method::POST,
+                    "/servers",
+                    Some(&body),
+                    Resend::OnlyUnsent,
+                )
+                .await;
+            let ambiguous = match sent {
+                Ok(resp) if resp.status.is_success() => {
+                    return resp.body["server"]["id"]
+                        .as_str()
+                        .map(String::from)
+                        .ok_or_else(|| ProviderError::Api {
+                            operation: "POST servers".into(),
+                            message: "no server id in the answer".into(),
+                            source: None,
+                        });
+                }
+                Ok(resp) if resp.status.is_server_error() => api_error("POST servers", &resp),
+                Ok(resp) => {
+                    let e = api_error("POST servers", &resp);
+                    // Over quota is the user's business, not a transient failure.
+                    if resp.status == StatusCode::FORBIDDEN
+                        || resp.status == StatusCode::PAYLOAD_TOO_LARGE
+                    {
+                        return Err(ProviderError::Config {
+                            field: "provider (quota)".into(),
+                            message: e.to_string(),
+                        });
+                    }
+                    return Err(e);
+                }
+                Err(e @ ProviderError::Unreachable { .. }) => e,
+                Err(e) => return Err(e),
+            };
+            if let Some(id) = self.find_created(owner, &spec.name, run).await? {
+                warn!(node = %spec.name, %id, "the create answered with an error, but the server exists; using it");
+                return Ok(id);
             }
-            return Err(e);
+            if attempt >= CREATE_ATTEMPTS || !backoff.wait().await {
+                return Err(ambiguous);
+            }
+            warn!(node = %spec.name, error = %ambiguous, attempt, "create failed and no server was made; trying again");
         }
-        resp.body["server"]["id"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| ProviderError::Api {
-                operation: "POST servers".into(),
-                message: "no server id in the answer".into(),
-                source: None,
-            })
+    }
+
+    /// A node must have one server. Should a cloud have made two for one name (a create that
+    /// went through twice), the extra one is deleted here rather than left to bill someone:
+    /// the server this run got an id for is kept, else the first listed.
+    async fn remove_duplicates(
+        &self,
+        owner: &Ownership,
+        servers: Vec<Value>,
+        created: &[String],
+    ) -> Result<Vec<Value>, ProviderError> {
+        let mut by_node: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut unnamed = Vec::new();
+        for s in servers {
+            match s["metadata"][labels::NODE].as_str() {
+                Some(n) => by_node.entry(n.to_string()).or_default().push(s),
+                None => unnamed.push(s),
+            }
+        }
+        let mut extra: Vec<String> = Vec::new();
+        let mut kept = unnamed;
+        for (node, mut list) in by_node {
+            if list.len() > 1 {
+                let keep = list
+                    .iter()
+                    .position(|s| created.iter().any(|c| s["id"] == c.as_str()))
+                    .unwrap_or(0);
+                let k = list.swap_remove(keep);
+                for s in list {
+                    let id = s["id"].as_str().unwrap_or_default().to_string();
+                    warn!(node = %node, %id, "a second server exists for this node; deleting it");
+                    extra.push(id);
+                }
+                kept.push(k);
+            } else {
+                kept.extend(list);
+            }
+        }
+        if !extra.is_empty() {
+            self.delete_server_and_wait(owner, &extra).await?;
+        }
+        Ok(kept)
+    }
+
+    /// The server this run created for `node`, if a create that answered with an error made one
+    /// anyway. Nova may take a moment to list it, so the lookup is repeated briefly.
+    async fn find_created(
+        &self,
+        owner: &Ownership,
+        node: &str,
+        run: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        for _ in 0..3 {
+            let found =
+                self.list(owner).await?.into_iter().find(|s| {
+                    s["metadata"][labels::NODE] == node && s["metadata"][labels::RUN] == run
+                });
+            if let Some(s) = found {
+                return Ok(s["id"].as_str().map(String::from));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Ok(None)
     }
 
     /// Floating IP for an ACTIVE server, found again by description after a crash.
@@ -782,10 +872,13 @@ impl Provider for OpenStackProvider {
             .buffer_unordered(self.cfg.parallelism.max(1))
             .collect()
             .await;
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            return Err(e);
+        let mut created = Vec::new();
+        for r in results {
+            created.push(r?);
         }
-        let all = self.list(owner).await?;
+        let all = self
+            .remove_duplicates(owner, self.list(owner).await?, &created)
+            .await?;
         Ok(all
             .iter()
             .filter_map(|s| self.to_info(s, Some(&r.network_name)))

@@ -46,6 +46,17 @@ pub struct Session {
     auth_url: String,
 }
 
+/// When a failed request may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Idempotent request: retry network errors, 429 and 5xx (409 too when `conflict` is set).
+    Transient { conflict: bool },
+    /// A create that must not happen twice: retry only what never reached the API (a refused
+    /// connection) or what it rejected unprocessed (429). A timeout or 5xx goes back to the caller,
+    /// which must look for the resource before sending the create again.
+    OnlyUnsent,
+}
+
 /// What an API call answered.
 pub struct Reply {
     pub status: StatusCode,
@@ -223,6 +234,23 @@ impl Session {
         body: Option<&Value>,
         conflict_is_transient: bool,
     ) -> Result<Reply, ProviderError> {
+        let resend = Resend::Transient {
+            conflict: conflict_is_transient,
+        };
+        self.call_with(service, method, path, body, resend).await
+    }
+
+    /// `call` with an explicit resend policy.
+    pub async fn call_with(
+        &self,
+        service: Service,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        resend: Resend,
+    ) -> Result<Reply, ProviderError> {
+        let unsent_only = resend == Resend::OnlyUnsent;
+        let conflict_is_transient = resend == Resend::Transient { conflict: true };
         let mut delay = Duration::from_millis(500);
         let mut reauthed = false;
         for attempt in 1..=8u32 {
@@ -246,7 +274,11 @@ impl Session {
             }
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) if attempt < 8 && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e)
+                    if attempt < 8
+                        && (e.is_connect()
+                            || (!unsent_only && (e.is_timeout() || e.is_request()))) =>
+                {
                     debug!(%url, error = %e, "request failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(8));
@@ -268,7 +300,7 @@ impl Session {
                 continue;
             }
             let transient = status == StatusCode::TOO_MANY_REQUESTS
-                || status.is_server_error()
+                || (!unsent_only && status.is_server_error())
                 || (conflict_is_transient && status == StatusCode::CONFLICT);
             if transient && attempt < 8 {
                 let wait = retry_after.map(Duration::from_secs).unwrap_or(delay);

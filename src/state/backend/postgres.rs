@@ -124,8 +124,11 @@ struct Inner {
     connected_once: std::sync::atomic::AtomicBool,
 }
 
-/// How long a lost connection is retried before the command fails.
-const RECONNECT_WINDOW: Duration = Duration::from_secs(20);
+/// How long a lost connection is retried before the command fails: long enough for a server
+/// restart on a busy machine (a fast shutdown, crash recovery, start).
+const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+/// Statements cut off by a lost connection are sent again at most this often (within the window).
+const MAX_SENDS: u32 = 10;
 
 async fn reconnect(me: &Inner) -> Result<Arc<Client>, String> {
     use std::sync::atomic::Ordering;
@@ -255,9 +258,9 @@ impl Inner {
         }
     }
 
-    /// Runs `f` with a connected client, reconnecting once when the connection was lost (a
-    /// restarted server). Every statement is a single atomic one, so a retry never repeats half
-    /// of something.
+    /// Runs `f` with a connected client, reconnecting when the connection was lost (a restarted
+    /// server) for up to [`RECONNECT_WINDOW`]. Every statement is a single atomic one, so a retry
+    /// never repeats half of something.
     fn call<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
         F: Fn(Arc<Client>) -> Fut + Send + Sync + 'static,
@@ -266,8 +269,9 @@ impl Inner {
     {
         let me = self.clone();
         let outcome = self.rt.run(async move {
+            let started = std::time::Instant::now();
             let mut last = String::new();
-            for _ in 0..2 {
+            for send in 1..=MAX_SENDS {
                 let client = {
                     let mut slot = me.client.lock().await;
                     match slot.as_ref().filter(|c| !c.is_closed()) {
@@ -284,6 +288,11 @@ impl Inner {
                     Ok(Err(e)) if client.is_closed() || connection_lost(&e) => {
                         last = pg_message(&e);
                         *me.client.lock().await = None;
+                        if started.elapsed() > RECONNECT_WINDOW {
+                            break;
+                        }
+                        tracing::warn!("the state database connection was lost ({last}); retrying");
+                        tokio::time::sleep(Duration::from_millis(250) * send.min(8)).await;
                     }
                     Ok(Err(e)) => return Err(pg_message(&e)),
                     Err(_) => {
@@ -292,7 +301,10 @@ impl Inner {
                     }
                 }
             }
-            Err(format!("the connection was lost twice: {last}"))
+            Err(format!(
+                "the connection kept being lost for {}s: {last}",
+                started.elapsed().as_secs()
+            ))
         });
         match outcome {
             Some(r) => r.map_err(|m| self.err(m)),
@@ -404,6 +416,33 @@ fn parse_holder(text: Option<String>) -> Option<Holder> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
+impl PostgresBackend {
+    /// The stored record and who wrote it.
+    fn read_with_writer(&self, name: &str) -> Result<Option<(Record, String)>, StoreError> {
+        let name = name.to_string();
+        self.inner.call(move |c| {
+            let name = name.clone();
+            async move {
+                let row = c
+                    .query_opt(
+                        "SELECT body, version, updated_by FROM flotilla_state WHERE deployment = $1",
+                        &[&name],
+                    )
+                    .await?;
+                Ok(row.map(|r| {
+                    (
+                        Record {
+                            body: r.get(0),
+                            version: r.get::<_, i64>(1) as u64,
+                        },
+                        r.get(2),
+                    )
+                }))
+            }
+        })
+    }
+}
+
 impl StateBackend for PostgresBackend {
     fn url(&self) -> String {
         self.inner.shown.clone()
@@ -509,7 +548,15 @@ impl StateBackend for PostgresBackend {
                 return Err(StoreError::LockLost(name.to_string()));
             }
         }
-        let found = self.read(name)?.map(|r| r.version);
+        // A write whose commit went through but whose answer was lost with the connection
+        // comes back here when sent again: the stored version is then exactly ours.
+        let now = self.read_with_writer(name)?;
+        if let Some((rec, writer)) = &now {
+            if rec.version == expected.unwrap_or(0) + 1 && rec.body == body && writer == by {
+                return Ok(rec.version);
+            }
+        }
+        let found = now.map(|(r, _)| r.version);
         Err(StoreError::Conflict {
             deployment: name.to_string(),
             expected,
