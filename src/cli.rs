@@ -63,7 +63,14 @@ pub enum Command {
     /// Check a blueprint without touching any machine (exit 0 valid, 2 invalid).
     Validate(BlueprintArgs),
     /// Show what `up` would create, change or delete (exit 0 nothing to do, 10 changes pending).
-    Plan(BlueprintArgs),
+    Plan {
+        #[command(flatten)]
+        blueprint: BlueprintArgs,
+        /// Machines only: do not SSH to existing nodes to see whether Docker or the cluster
+        /// need work (fast on large fleets).
+        #[arg(long)]
+        no_probe: bool,
+    },
     /// Create or converge the deployment the blueprint names.
     Up {
         #[command(flatten)]
@@ -78,6 +85,10 @@ pub enum Command {
     Status {
         /// Deployment name (all deployments when omitted).
         deployment: Option<String>,
+        /// Machines from the state and the provider only: no SSH to the nodes (fast on large
+        /// fleets; Docker and cluster columns read "not probed").
+        #[arg(long)]
+        no_probe: bool,
     },
     /// The blueprint's outputs for a deployment (plus `kubeconfig` for Kubernetes).
     Outputs { deployment: String },

@@ -38,7 +38,7 @@ dburl() { echo "mysql+pymysql://root:$PW@$H:$MYSQL_PORT/$1?charset=utf8mb4"; }
 
 # ------------------------------------------------------------------ install (cached in $BASE)
 install() {
-  local want; want=$(cat "$HERE/requirements.txt" "$HERE/flotilla_fakes.py" | sha256sum | cut -c1-16)
+  local want; want=$(cat "$HERE/requirements.txt" | sha256sum | cut -c1-16)
   if [ -f "$VENV/.flotilla-installed" ] && [ "$(cat "$VENV/.flotilla-installed")" = "$want" ]; then
     log "python packages already installed ($VENV)"
   else
@@ -51,11 +51,12 @@ install() {
     # service start would compile ~5000 modules again.
     "$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" $cons -r "$HERE/requirements.txt" \
       || die "installing the OpenStack services failed"
-    cp "$HERE/flotilla_fakes.py" "$VENV"/lib/python3*/site-packages/nova/virt/
     echo "$want" >"$VENV/.flotilla-installed"
     rm -rf "$PRISTINE"   # a new install invalidates the snapshot
     log "python packages installed in $(since_start)"
   fi
+  # The test fakes change more often than the packages: copied on every start, no reinstall.
+  cp "$HERE/flotilla_fakes.py" "$VENV"/lib/python3*/site-packages/nova/virt/
 }
 
 # ------------------------------------------------------------------ configuration
@@ -318,7 +319,7 @@ start_apis() {
   start_uwsgi keystone $KS_PORT keystone.wsgi.api:application OS_KEYSTONE_CONFIG_DIR="$ETC/keystone"
   start_uwsgi glance $GLANCE_PORT glance.wsgi.api:application OS_GLANCE_CONFIG_DIR="$ETC/glance"
   start_uwsgi placement $PLACEMENT_PORT placement.wsgi.api:application OS_PLACEMENT_CONFIG_DIR="$ETC/placement"
-  start_uwsgi nova-api $NOVA_PORT nova.wsgi.osapi_compute:application OS_NOVA_CONFIG_DIR="$ETC/nova"
+  start_uwsgi nova-api $NOVA_PORT nova.virt.flotilla_fakes:nova_api OS_NOVA_CONFIG_DIR="$ETC/nova"
   start_uwsgi neutron $NEUTRON_PORT neutron.wsgi.api:application OS_NEUTRON_CONFIG_DIR="$ETC/neutron"
 }
 start_nova() { for s in $NOVA_SVCS; do start_daemon "$s" "$VENV/bin/$s" --config-file "$ETC/nova/nova.conf"; done; }
@@ -481,7 +482,7 @@ restore() { # the pristine DB and files; services must be stopped
   rm -rf "$RUN/mysql" "$RUN/glance/images" "$RUN/keystone" "$RUN/nova"
   cp -a "$PRISTINE/mysql" "$RUN/mysql"; cp -a "$PRISTINE/glance-images" "$RUN/glance/images"
   cp -a "$PRISTINE/keystone" "$RUN/keystone"; cp -a "$PRISTINE/nova" "$RUN/nova"
-  rm -f "$RUN/fail-spawns" "$RUN"/fault-*
+  rm -f "$RUN/fail-spawns" "$RUN/lose-server-creates" "$RUN"/fault-*
 }
 
 dataplane_start() {
@@ -542,7 +543,9 @@ case "${1:-}" in
   down) down ;;
   env) env_vars ;;
   fail-next-spawns) echo "${2:-1}" >"$RUN/fail-spawns" ;;
+  # lose-next-creates N: the next N server creates go through, but their answers become 504
+  lose-next-creates) echo "${2:-1}" >"$RUN/lose-server-creates" ;;
   # fault SERVICE on|off: the API (keystone, glance, placement, nova-api, neutron) answers 503
   fault) if [ "${3:-}" = on ]; then touch "$RUN/fault-$2-503"; else rm -f "$RUN/fault-$2-503"; fi ;;
-  *) echo "usage: $0 up|reset|down|env|fail-next-spawns N|fault SERVICE on|off" >&2; exit 2 ;;
+  *) echo "usage: $0 up|reset|down|env|fail-next-spawns N|lose-next-creates N|fault SERVICE on|off" >&2; exit 2 ;;
 esac

@@ -332,6 +332,37 @@ fn openstack_transient_503_is_retried() {
     assert_eq!(inventory("os-503"), empty());
 }
 
+/// A create that went through but whose answer was lost (nova-api answers 504 after creating
+/// the server, as a slow API behind a proxy does): the server is found and used, not created a
+/// second time. Before this was handled, a loaded CI machine ended with two servers per node.
+#[test]
+fn openstack_lost_create_answer_does_not_make_a_second_server() {
+    require_docker();
+    crate::static_hosts::ensure_node_image_pub();
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    let bp = blueprint();
+    let s = sets("os-lost", &["workers=1"]);
+    testcloud(&["lose-next-creates", "2"]);
+    let up = flotilla(&home, &up_args(&bp, &s, &[]), "secret");
+    testcloud(&["lose-next-creates", "0"]);
+    assert_eq!(up.status.code(), Some(0), "up: {}", stderr(&up));
+    assert!(
+        stderr(&up).contains("the server exists; using it"),
+        "the lost answers were noticed: {}",
+        stderr(&up)
+    );
+    let inv = inventory("os-lost");
+    assert_eq!(
+        inv["servers"].as_array().map(Vec::len),
+        Some(2),
+        "one server per node: {inv}"
+    );
+    let down = flotilla(&home, &["down", "os-lost", "--yes"], "secret");
+    assert_eq!(down.status.code(), Some(0), "down: {}", stderr(&down));
+    assert_eq!(inventory("os-lost"), empty());
+}
+
 /// Ten server creates in parallel through the provider itself (no SSH needed): all ACTIVE, no
 /// failure, then all deleted.
 #[test]

@@ -25,11 +25,17 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Validate(bp) => validate::run(&bp, json),
-        Command::Plan(bp) => plan::run(&bp, &home, json, cli.quiet).await,
+        Command::Plan {
+            blueprint,
+            no_probe,
+        } => plan::run(&blueprint, &home, json, cli.quiet, !no_probe).await,
         Command::Up { bp, yes, lock } => {
             up::run(&bp, &home, json, cli.quiet, yes, lock.wait_lock).await
         }
-        Command::Status { deployment } => status::run(&home, deployment.as_deref(), json).await,
+        Command::Status {
+            deployment,
+            no_probe,
+        } => status::run(&home, deployment.as_deref(), json, !no_probe).await,
         Command::Outputs { deployment } => outputs::run(&home, &deployment, json),
         Command::Ps { deployment, node } => {
             ps::run(&home, &deployment, node.as_deref(), json).await
@@ -185,7 +191,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
 /// Both given and different: refused, since that would split the deployment's state.
 fn backend_url(cli: &Cli) -> Result<Option<String>> {
     let bp_args = match &cli.command {
-        Command::Up { bp, .. } | Command::Plan(bp) => Some(bp),
+        Command::Up { bp, .. } | Command::Plan { blueprint: bp, .. } => Some(bp),
         _ => None,
     };
     // A blueprint that does not load is reported by the command itself.
@@ -204,8 +210,13 @@ fn backend_url(cli: &Cli) -> Result<Option<String>> {
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) {
+    use std::io::Write;
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        // A reader that stops early (`| head`) is not an error worth a panic.
+        Ok(s) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{s}");
+        }
         Err(e) => eprintln!("error: cannot encode JSON output: {e}"),
     }
 }

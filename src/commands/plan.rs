@@ -41,7 +41,13 @@ pub fn describe(report: &UpReport) -> Vec<String> {
     lines
 }
 
-pub async fn run(args: &BlueprintArgs, home: &Home, json: bool, quiet: bool) -> Result<i32> {
+pub async fn run(
+    args: &BlueprintArgs,
+    home: &Home,
+    json: bool,
+    quiet: bool,
+    probe_nodes: bool,
+) -> Result<i32> {
     let bp = blueprint::load(&args.blueprint, &args.set)?;
     // plan prints its result on stdout; progress lines would only repeat it.
     let _ = quiet;
@@ -56,6 +62,7 @@ pub async fn run(args: &BlueprintArgs, home: &Home, json: bool, quiet: bool) -> 
             allow_delete: false,
             command: "plan",
             overrides: None,
+            probe_nodes,
         },
     )
     .await?;

@@ -25,14 +25,14 @@ pub fn print_nodes(nodes: &[NodeSummary]) {
     }
 }
 
-pub async fn run(home: &Home, deployment: Option<&str>, json: bool) -> Result<i32> {
+pub async fn run(home: &Home, deployment: Option<&str>, json: bool, probe: bool) -> Result<i32> {
     let names = match deployment {
         Some(d) => vec![d.to_string()],
         None => home.list()?,
     };
     let mut reports = Vec::new();
     for n in &names {
-        reports.push(status(home, n).await?);
+        reports.push(status(home, n, probe).await?);
     }
     if json {
         if deployment.is_some() {

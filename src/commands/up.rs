@@ -26,6 +26,7 @@ pub async fn run(
             allow_delete: yes,
             command: "up",
             overrides: None,
+            probe_nodes: true,
         },
     )
     .await?;

@@ -81,7 +81,8 @@ pub struct StatusReport {
     pub provider_error: Option<String>,
 }
 
-pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
+/// `probe: false` leaves SSH out: machines from the provider, the rest from the state.
+pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport> {
     let state = home.load_existing(name)?;
     let bp = recorded_blueprint(&state)?;
     // A provider API that cannot be reached does not blank out the rest: SSH, Docker and the
@@ -108,7 +109,11 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
         Some(scratch.path()),
     )?;
 
-    let probes = super::nodes::probe_all(&pool, &targets, Duration::from_secs(3)).await;
+    let probes = if probe {
+        super::nodes::probe_all(&pool, &targets, Duration::from_secs(3)).await
+    } else {
+        BTreeMap::new()
+    };
     let managers = super::nodes::live_managers(&state, &bp, &probes);
     let members: Option<Vec<Member>> = match crate::cluster::for_blueprint(&bp, pool.clone()) {
         Some(orch) if !managers.is_empty() => orch.members(&managers).await.ok(),
@@ -131,10 +136,12 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
                 p.docker_server.clone().unwrap_or_else(|| "down".into()),
             ),
             Some(Err(e)) => (format!("unreachable: {e}"), "unknown".into()),
+            None if !probe => ("not probed".into(), "not probed".into()),
             None => ("no address".into(), "unknown".into()),
         };
         let cluster = match (&bp.cluster, &members, &r.cluster_id) {
             (ClusterKind::None, _, _) => "n/a".to_string(),
+            _ if !probe => "not probed".to_string(),
             (_, None, _) => "unknown (no manager answers)".to_string(),
             (_, Some(ms), Some(id)) => match ms.iter().find(|m| &m.id == id) {
                 Some(m) => format!("{}/{}", m.status, m.availability),
@@ -142,11 +149,12 @@ pub async fn status(home: &Home, name: &str) -> Result<StatusReport> {
             },
             (_, Some(_), None) => "not-member".into(),
         };
+        // Unprobed, a node is as healthy as its machine.
         let healthy = machine == "running"
-            && ssh == "ok"
+            && (!probe || ssh == "ok")
             && docker != "down"
             && docker != "unknown"
-            && (cluster == "n/a" || cluster == "ready/active");
+            && (!probe || cluster == "n/a" || cluster == "ready/active");
         nodes.push(NodeHealth {
             name: r.name.clone(),
             group: r.group.clone(),

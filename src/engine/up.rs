@@ -33,6 +33,8 @@ pub struct UpOptions {
     pub command: &'static str,
     /// Group sizes set by `scale` (kept in the state); `None` means the blueprint's own counts.
     pub overrides: Option<std::collections::BTreeMap<String, u32>>,
+    /// `plan` only: SSH to existing nodes to tell which need Docker or cluster work.
+    pub probe_nodes: bool,
 }
 
 impl UpOptions {
@@ -43,6 +45,7 @@ impl UpOptions {
             allow_delete: false,
             command,
             overrides: None,
+            probe_nodes: true,
         }
     }
 }
@@ -257,6 +260,7 @@ pub async fn up_locked(
         opts.dry_run,
         opts.allow_delete,
         opts.overrides.clone(),
+        opts.probe_nodes,
     )
     .await;
     run.pool.close_all().await;
@@ -327,6 +331,7 @@ async fn converge(
     dry_run: bool,
     allow_delete: bool,
     overrides: Option<std::collections::BTreeMap<String, u32>>,
+    probe_nodes: bool,
 ) -> Result<UpReport> {
     let bp = run.bp;
     let mut report = UpReport {
@@ -402,17 +407,31 @@ async fn converge(
     fault_point("after-plan");
 
     if dry_run {
-        // Probe what exists (read-only) to tell which nodes need Docker or cluster work.
+        // Probe what exists (read-only, in parallel) to tell which nodes need Docker or cluster
+        // work; `--no-probe` leaves SSH out.
         let existing: Vec<Target> = run
             .state
             .nodes
             .values()
-            .filter(|r| !plan.remove.contains(&r.name) && r.host_key.is_some())
+            .filter(|r| probe_nodes && !plan.remove.contains(&r.name) && r.host_key.is_some())
             .filter_map(|r| target_of(r, &default_user(bp), bp.ssh.port))
             .collect();
         run.pool.write_known_hosts(&existing)?;
-        for t in existing {
-            match probe(&run.pool, &t, Duration::from_secs(5)).await {
+        let pool = run.pool.clone();
+        let probed: Vec<_> = stream::iter(existing)
+            .map(|t| {
+                let pool = pool.clone();
+                async move {
+                    let _permit = pool.limit.acquire().await;
+                    let r = probe(&pool, &t, Duration::from_secs(5)).await;
+                    (t, r)
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        for (t, probed) in probed {
+            match probed {
                 Ok(p) if p.docker_server.is_none() => report
                     .configure
                     .push(format!("{}: install/start Docker", t.node)),

@@ -238,7 +238,7 @@ async fn status(
     let home = state.home.clone();
     let n = name.clone();
     let report =
-        engine(move || async move { crate::engine::status::status(&home, &n).await }).await?;
+        engine(move || async move { crate::engine::status::status(&home, &n, true).await }).await?;
     let healthy = report.nodes.iter().filter(|n| n.healthy).count();
     state
         .metrics
