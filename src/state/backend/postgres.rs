@@ -482,8 +482,13 @@ impl StateBackend for PostgresBackend {
             token.map(str::to_string),
             by.to_string(),
         );
+        // How often the statement was sent: more than once means a connection was lost on the
+        // way, possibly after the commit.
+        let sends = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = sends.clone();
         let written: Option<i64> = self.inner.call(move |c| {
             let (n, b, t, w) = (n.clone(), b.clone(), t.clone(), w.clone());
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
                 // One statement: the fence, the compare-and-swap (update or first insert) and
                 // the history row commit together or not at all.
@@ -549,10 +554,13 @@ impl StateBackend for PostgresBackend {
             }
         }
         // A write whose commit went through but whose answer was lost with the connection
-        // comes back here when sent again: the stored version is then exactly ours.
+        // comes back here when sent again: the stored version is then exactly ours. (Only after
+        // a resend: a first attempt that finds the same body is a genuine conflict.)
+        let resent = sends.load(std::sync::atomic::Ordering::SeqCst) > 1;
         let now = self.read_with_writer(name)?;
         if let Some((rec, writer)) = &now {
-            if rec.version == expected.unwrap_or(0) + 1 && rec.body == body && writer == by {
+            if resent && rec.version == expected.unwrap_or(0) + 1 && rec.body == body && writer == by
+            {
                 return Ok(rec.version);
             }
         }
