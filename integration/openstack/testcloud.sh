@@ -57,6 +57,7 @@ install() {
   fi
   # The test fakes change more often than the packages: copied on every start, no reinstall.
   cp "$HERE/flotilla_fakes.py" "$VENV"/lib/python3*/site-packages/nova/virt/
+  cp "$HERE/flotilla_counter.py" "$HERE/flotilla_nova_api.py" "$VENV"/lib/python3*/site-packages/
 }
 
 # ------------------------------------------------------------------ configuration
@@ -319,7 +320,7 @@ start_apis() {
   start_uwsgi keystone $KS_PORT keystone.wsgi.api:application OS_KEYSTONE_CONFIG_DIR="$ETC/keystone"
   start_uwsgi glance $GLANCE_PORT glance.wsgi.api:application OS_GLANCE_CONFIG_DIR="$ETC/glance"
   start_uwsgi placement $PLACEMENT_PORT placement.wsgi.api:application OS_PLACEMENT_CONFIG_DIR="$ETC/placement"
-  start_uwsgi nova-api $NOVA_PORT nova.virt.flotilla_fakes:nova_api OS_NOVA_CONFIG_DIR="$ETC/nova"
+  start_uwsgi nova-api $NOVA_PORT flotilla_nova_api:application OS_NOVA_CONFIG_DIR="$ETC/nova"
   start_uwsgi neutron $NEUTRON_PORT neutron.wsgi.api:application OS_NEUTRON_CONFIG_DIR="$ETC/neutron"
 }
 start_nova() { for s in $NOVA_SVCS; do start_daemon "$s" "$VENV/bin/$s" --config-file "$ETC/nova/nova.conf"; done; }
