@@ -487,20 +487,31 @@ def state_table(res, repeat):
                       f"({', '.join(f'{k} ×{v}' for k, v in sorted(per.items()))} in all).", "", *rows])
 
 
-def section_build(args, work):
+def snapshot(work):
+    """The committed tree (HEAD), exported to a folder of its own: what is measured and run is
+    what was committed, whatever happens in the working tree meanwhile."""
+    src = work / "src-snapshot"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    return src
+
+
+def section_build(args, src):
     target = Path(args.build_target)
     shutil.rmtree(target, ignore_errors=True)
     env = dict(os.environ, CARGO_TARGET_DIR=str(target))
     log("cold cargo build --release (minutes)")
-    cold = measure(["cargo", "build", "--release", "--locked"], env=env, cwd=str(ROOT), timeout=5400)
+    cold = measure(["cargo", "build", "--release", "--locked"], env=env, cwd=str(src), timeout=5400)
     if cold.rc != 0:
         raise RuntimeError(f"cold build: {cold.err[-3000:]}")
     # An incremental change in src/: a new comment line in one module, removed afterwards.
-    victim = ROOT / "src" / "engine" / "status.rs"
+    victim = src / "src" / "engine" / "status.rs"
     original = victim.read_text()
     try:
         victim.write_text(original + "\n// bench: incremental change\n")
-        inc = measure(["cargo", "build", "--release", "--locked", "-v"], env=env, cwd=str(ROOT), timeout=3600)
+        inc = measure(["cargo", "build", "--release", "--locked", "-v"], env=env, cwd=str(src), timeout=3600)
     finally:
         victim.write_text(original)
     if inc.rc != 0:
@@ -526,8 +537,20 @@ def build_table(res):
 
 
 def write_docs(sections, header):
+    """Puts the sections between the markers; a section not re-run this time keeps its table
+    from the last run (each carries the date of the run that made it)."""
     text = DOCS.read_text() if DOCS.exists() else "# Performance figures\n"
-    block = "\n".join([BEGIN, "", header, "", *sections, END])
+    kept = {}
+    if BEGIN in text and END in text:
+        old = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+        for part in re.split(r"(?m)^(?=## )", old):
+            if part.startswith("## "):
+                kept[part.split("\n", 1)[0]] = part.rstrip() + "\n"
+    for sec in sections:
+        kept[sec.split("\n", 1)[0]] = sec.rstrip() + "\n\n" + header + "\n"
+    order = ["## Build cost", "## SSH fan-out", "## Scale of a bring-up", "## Large state"]
+    body = sorted(kept.items(), key=lambda kv: next((i for i, o in enumerate(order) if kv[0].startswith(o)), 99))
+    block = "\n".join([BEGIN, "", *[v for _, v in body], END])
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
@@ -566,8 +589,10 @@ def main():
     header = machine_header()
     wanted = args.sections.split(",")
     sections = []
+    src = snapshot(work)
+    log(f"measuring the committed tree (HEAD {sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD']).stdout.strip()}) in {src}")
     if "build" in wanted:
-        t = build_table(section_build(args, work))
+        t = build_table(section_build(args, src))
         sections.append("## Build cost\n\n" + t + "\n")
         print(t, flush=True)
     # The binaries measured below: release builds in the same target folder (after the build
@@ -576,7 +601,7 @@ def main():
     target = Path(args.build_target)
     sh(["cargo", "build", "--release", "--locked", "--bin", "flotilla", "--example", "node_image",
         "--example", "synthetic_fleet"], env=dict(os.environ, CARGO_TARGET_DIR=str(target)),
-       cwd=str(ROOT), timeout=5400)
+       cwd=str(src), timeout=5400)
     flotilla = str(target / "release" / "flotilla")
     EXAMPLES = target / "release" / "examples"
     if "fanout" in wanted or "scale" in wanted:

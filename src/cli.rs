@@ -48,6 +48,29 @@ pub struct BlueprintArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Blueprints whose providers are searched for orphans (besides those of the recorded
+    /// deployments).
+    pub blueprints: Vec<PathBuf>,
+    /// A YAML file with a `provider:` section (as in a blueprint) to search as well.
+    #[arg(long, value_name = "FILE")]
+    pub provider_config: Vec<PathBuf>,
+    /// Print what would be deleted and why; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete without asking (required off a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Only deployments whose name matches (a glob with `*`, repeatable), e.g. `ci-*` when
+    /// other teams' deployments share the cloud account or engine.
+    #[arg(long = "match", value_name = "GLOB")]
+    pub matches: Vec<String>,
+    /// Resources younger than this are never orphans (a run may be creating them).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
 pub struct LockArgs {
     /// Wait up to this long for another run on the same deployment to finish (e.g. 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -80,7 +103,24 @@ pub enum Command {
         yes: bool,
         #[command(flatten)]
         lock: LockArgs,
+        /// The deployment expires this long from now (e.g. 6h); `flotilla gc` deletes it then.
+        /// Replaces a recorded expiry; without it a re-run keeps the one recorded.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
     },
+    /// Push a deployment's expiry out by DURATION (from its current expiry, or from now when it
+    /// has none or already passed).
+    Extend {
+        deployment: String,
+        #[arg(value_parser = parse_duration)]
+        duration: std::time::Duration,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Delete expired deployments and orphaned resources (flotilla-labelled, no state, older
+    /// than the grace period). Exit 0 nothing left to do, 7 something could not be deleted
+    /// (retry on the next run), 2 usage.
+    Gc(GcArgs),
     /// Health of each node: machine, SSH, Docker and cluster membership.
     Status {
         /// Deployment name (all deployments when omitted).

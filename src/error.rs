@@ -12,6 +12,8 @@ pub mod exit {
     pub const LOCKED: i32 = 3;
     pub const PARTIAL: i32 = 4;
     pub const HEAL_REFUSED: i32 = 5;
+    /// `gc`: something could not be deleted this time (the next run retries).
+    pub const GC_INCOMPLETE: i32 = 7;
     pub const CHANGES_PENDING: i32 = 10;
 }
 

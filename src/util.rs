@@ -9,6 +9,38 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// RFC 3339 (UTC, whole seconds) of now plus `d`.
+pub fn rfc3339_after(d: std::time::Duration) -> String {
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+    jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .and_then(|t| t.round(jiff::Unit::Second))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Time from now until an RFC 3339 instant: positive ahead, negative past; `None` when it does
+/// not parse.
+pub fn seconds_until(at: &str) -> Option<i64> {
+    let t: jiff::Timestamp = at.parse().ok()?;
+    Some(t.as_second() - jiff::Timestamp::now().as_second())
+}
+
+/// "expires in 2h 05m" / "expired 10m ago" for an RFC 3339 expiry.
+pub fn time_left(at: &str) -> String {
+    match seconds_until(at) {
+        Some(s) if s > 0 => format!(
+            "expires in {}",
+            human_duration(std::time::Duration::from_secs(s as u64))
+        ),
+        Some(s) => format!(
+            "expired {} ago",
+            human_duration(std::time::Duration::from_secs(s.unsigned_abs()))
+        ),
+        None => format!("expiry `{at}` unreadable"),
+    }
+}
+
 /// A run token: sortable by time, unique by its random tail. Recorded on every resource a run creates.
 pub fn new_run_token() -> String {
     let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S");

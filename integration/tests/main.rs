@@ -6,6 +6,7 @@ mod crash_recovery;
 mod docker_swarm;
 mod ec2;
 mod fault_matrix;
+mod gc;
 mod heal_scale;
 mod kubernetes;
 mod manager;

@@ -661,6 +661,36 @@ fn check(
         }),
     };
 
+    let expires_after = match take(root, "expires_after") {
+        Some(Value::Null) | None => None,
+        Some(v) => {
+            let loc = ctx.index.value("expires_after");
+            match v.as_str().map(|s| humantime::parse_duration(s.trim())) {
+                Some(Ok(d)) if d >= std::time::Duration::from_secs(60) => Some(d),
+                Some(Ok(_)) => {
+                    ctx.push(loc, "expires_after", "must be at least 1m".to_string());
+                    None
+                }
+                Some(Err(e)) => {
+                    ctx.push(
+                        loc,
+                        "expires_after",
+                        format!("`{v}` is not a duration ({e}); write e.g. 6h, 90m or 2days"),
+                    );
+                    None
+                }
+                None => {
+                    ctx.push(
+                        loc,
+                        "expires_after",
+                        format!("expected a duration such as 6h, found {v}"),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
     let outputs = check_outputs(ctx, outputs, groups.as_deref().unwrap_or(&[]), &inputs);
 
     Some(Blueprint {
@@ -682,6 +712,7 @@ fn check(
         services: services?,
         manager,
         state_backend,
+        expires_after,
         outputs,
         rendered,
     })

@@ -10,6 +10,7 @@ use std::time::Duration;
 /// Top-level fields, in the order the reference documents them.
 pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "name",
+    "expires_after",
     "description",
     "inputs",
     "provider",
@@ -437,6 +438,9 @@ pub struct Blueprint {
     pub manager: Option<ManagerSpec>,
     /// `state.backend`, when the blueprint names one.
     pub state_backend: Option<String>,
+    /// `expires_after`: a new deployment expires this long after its first `up` (`gc` deletes
+    /// it then); `up --ttl` overrides it.
+    pub expires_after: Option<std::time::Duration>,
     /// Output name -> tera template, rendered after bring-up.
     pub outputs: Vec<(String, String)>,
     /// The rendered YAML (kept in state for `plan` diffs and audits).

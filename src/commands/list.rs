@@ -9,17 +9,21 @@ pub fn run(home: &Home, json: bool) -> Result<i32> {
         println!("No deployments in {}.", home.backend().url());
     } else {
         println!(
-            "{:<24} {:<9} {:<8} {:<6} {:<22} LAST RUN",
-            "DEPLOYMENT", "PROVIDER", "CLUSTER", "NODES", "UPDATED"
+            "{:<24} {:<9} {:<8} {:<6} {:<22} {:<24} LAST RUN",
+            "DEPLOYMENT", "PROVIDER", "CLUSTER", "NODES", "UPDATED", "EXPIRY"
         );
         for r in rows {
             println!(
-                "{:<24} {:<9} {:<8} {:<6} {:<22} {}",
+                "{:<24} {:<9} {:<8} {:<6} {:<22} {:<24} {}",
                 r["deployment"].as_str().unwrap_or(""),
                 r["provider"].as_str().unwrap_or(""),
                 r["cluster"].as_str().unwrap_or(""),
                 r["nodes"],
                 r["updated_at"].as_str().unwrap_or(""),
+                r["expires_at"]
+                    .as_str()
+                    .map(crate::util::time_left)
+                    .unwrap_or_else(|| "-".into()),
                 r["last_run"]["outcome"]
                     .as_str()
                     .unwrap_or("running or interrupted")

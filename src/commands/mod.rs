@@ -1,6 +1,7 @@
 //! One function per verb: parse-level concerns and output formatting; the work is in `engine`.
 
 mod down;
+mod gc;
 mod heal;
 mod list;
 mod lock;
@@ -29,9 +30,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
             blueprint,
             no_probe,
         } => plan::run(&blueprint, &home, json, cli.quiet, !no_probe).await,
-        Command::Up { bp, yes, lock } => {
-            up::run(&bp, &home, json, cli.quiet, yes, lock.wait_lock).await
+        Command::Up { bp, yes, lock, ttl } => {
+            up::run(&bp, &home, json, cli.quiet, yes, lock.wait_lock, ttl).await
         }
+        Command::Extend {
+            deployment,
+            duration,
+            lock,
+        } => gc::extend(&home, &deployment, duration, json, lock.wait_lock).await,
+        Command::Gc(args) => gc::run(&home, &args, json, cli.quiet).await,
         Command::Status {
             deployment,
             no_probe,

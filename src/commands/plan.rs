@@ -63,6 +63,7 @@ pub async fn run(
             command: "plan",
             overrides: None,
             probe_nodes,
+            ttl: None,
         },
     )
     .await?;

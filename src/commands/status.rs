@@ -57,6 +57,12 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool, probe: bool)
             if let Some(e) = &r.provider_error {
                 println!("  machine states unknown: {e}");
             }
+            if let Some(at) = &r.expires_at {
+                println!(
+                    "  {} ({at}); `flotilla extend` to keep it",
+                    crate::util::time_left(at)
+                );
+            }
             println!(
                 "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} CLUSTER",
                 "NODE", "ROLE", "ADDRESS", "MACHINE", "SSH", "DOCKER"

@@ -13,6 +13,7 @@ pub async fn run(
     quiet: bool,
     yes: bool,
     wait_lock: Option<Duration>,
+    ttl: Option<Duration>,
 ) -> Result<i32> {
     let bp = blueprint::load(&args.blueprint, &args.set)?;
     let progress = Progress::new(quiet);
@@ -27,6 +28,7 @@ pub async fn run(
             command: "up",
             overrides: None,
             probe_nodes: true,
+            ttl,
         },
     )
     .await?;

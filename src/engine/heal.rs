@@ -125,7 +125,7 @@ pub async fn heal(
     let mut state = home.load_existing(name)?;
     let bp = effective_blueprint(&state)?;
     let provider = build_provider(&bp, &recorded_public_key(&state)).await?;
-    let owner = Ownership::new(name);
+    let owner = Ownership::new(name).expiring(state.expires_at.clone());
 
     // Observe once.
     let observed = provider.describe(&owner).await?;

@@ -3,6 +3,7 @@
 
 pub mod containers;
 pub mod down;
+pub mod gc;
 pub mod heal;
 pub mod nodes;
 pub mod plan;

@@ -79,6 +79,11 @@ pub struct StatusReport {
     /// Why machine states are unknown (the provider API could not be asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_error: Option<String>,
+    /// When `gc` may delete the deployment (RFC 3339), and the seconds left (negative: past).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<i64>,
 }
 
 /// `probe: false` leaves SSH out: machines from the provider, the rest from the state.
@@ -188,6 +193,11 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
         stray_members,
         routing_mesh: state.cluster.routing_mesh,
         provider_error,
+        expires_in_seconds: state
+            .expires_at
+            .as_deref()
+            .and_then(crate::util::seconds_until),
+        expires_at: state.expires_at.clone(),
     })
 }
 
@@ -203,6 +213,8 @@ pub fn deployments(home: &Home) -> Result<Vec<serde_json::Value>> {
             "cluster": s.cluster.kind,
             "nodes": s.nodes.len(),
             "updated_at": s.updated_at,
+            "expires_at": s.expires_at,
+            "expires_in_seconds": s.expires_at.as_deref().and_then(crate::util::seconds_until),
             "last_run": last.map(|r| serde_json::json!({"command": r.command, "started_at": r.started_at, "outcome": r.outcome})),
         }));
     }

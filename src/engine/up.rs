@@ -35,6 +35,8 @@ pub struct UpOptions {
     pub overrides: Option<std::collections::BTreeMap<String, u32>>,
     /// `plan` only: SSH to existing nodes to tell which need Docker or cluster work.
     pub probe_nodes: bool,
+    /// `up --ttl`: the deployment expires this long from now (replacing a recorded expiry).
+    pub ttl: Option<Duration>,
 }
 
 impl UpOptions {
@@ -46,6 +48,7 @@ impl UpOptions {
             command,
             overrides: None,
             probe_nodes: true,
+            ttl: None,
         }
     }
 }
@@ -255,6 +258,15 @@ pub async fn up_locked(
     let started = Instant::now();
     let mut run = prepare(bp, home, progress, !opts.dry_run).await?;
     run.command = opts.command;
+    // The expiry: `--ttl` sets it from now; a new deployment takes the blueprint's
+    // `expires_after`; otherwise the recorded one stays (a re-run does not push it out).
+    let is_new = run.state.nodes.is_empty() && run.state.runs.is_empty();
+    if let Some(ttl) = opts.ttl {
+        run.state.expires_at = Some(crate::util::rfc3339_after(ttl));
+    } else if is_new && run.state.expires_at.is_none() {
+        run.state.expires_at = bp.expires_after.map(crate::util::rfc3339_after);
+    }
+    run.owner = run.owner.clone().expiring(run.state.expires_at.clone());
     let result = converge(
         &mut run,
         opts.dry_run,

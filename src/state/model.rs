@@ -114,6 +114,10 @@ pub struct State {
     /// to delete what an entry created once the entry is gone).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services_deployed: BTreeMap<String, String>,
+    /// When the deployment expires (RFC 3339 UTC; `up --ttl`, `expires_after:`, `extend`):
+    /// `gc` deletes it after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     /// The containerized manager, once installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<ManagerRecord>,
@@ -156,6 +160,7 @@ impl State {
             count_overrides: BTreeMap::new(),
             containers_deployed: false,
             services_deployed: BTreeMap::new(),
+            expires_at: None,
             manager: None,
             runs: Vec::new(),
             created_at: now.to_string(),

@@ -12,8 +12,8 @@ mod types;
 
 pub use error::ProviderError;
 pub use types::{
-    cluster_ports, labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership,
-    PortRule, Role,
+    cluster_ports, labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeSpec,
+    NodeState, Ownership, PortRule, ResourceScope, Role,
 };
 
 use async_trait::async_trait;
@@ -64,4 +64,30 @@ pub trait Provider: Send + Sync {
     /// Removes the deployment-wide resources (networks, security groups, key pairs) once no machine
     /// uses them any more. Resources without this deployment's labels are never touched.
     async fn teardown(&self, owner: &Ownership) -> Result<(), ProviderError>;
+
+    /// Every resource carrying flotilla's `managed` label, of any deployment (for `gc`). Only
+    /// what flotilla labelled is ever listed. `None`: this provider cannot list them (existing
+    /// hosts are never collected).
+    async fn managed_resources(&self) -> Result<Option<Vec<ManagedResource>>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Deletes one resource `managed_resources` listed. Already gone counts as deleted.
+    async fn delete_managed(&self, resource: &ManagedResource) -> Result<(), ProviderError> {
+        Err(ProviderError::Api {
+            operation: format!("delete {} {}", resource.kind, resource.name),
+            message: format!("the {} provider does not collect resources", self.kind()),
+            source: None,
+        })
+    }
+
+    /// Rewrites the expiry label on the deployment's resources (`flotilla extend`). `false`:
+    /// this provider's labels cannot change after creation (Docker), so only the state knows.
+    async fn relabel_expiry(
+        &self,
+        _owner: &Ownership,
+        _expires_at: &str,
+    ) -> Result<bool, ProviderError> {
+        Ok(false)
+    }
 }

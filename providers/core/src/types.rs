@@ -10,19 +10,44 @@ pub mod labels {
     pub const ROLE: &str = "io.flotilla.role";
     pub const RUN: &str = "io.flotilla.run";
     pub const MANAGED: &str = "io.flotilla.managed";
+    /// When the deployment expires (RFC 3339, UTC): `gc` deletes it after that, even when the
+    /// operator's state is lost.
+    pub const EXPIRES_AT: &str = "io.flotilla.expires-at";
 }
 
 /// Which deployment a call is about. Providers filter every describe by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
     pub deployment: String,
+    /// The deployment's expiry (RFC 3339), written as a label on what gets created.
+    pub expires_at: Option<String>,
 }
 
 impl Ownership {
     pub fn new(deployment: impl Into<String>) -> Self {
         Self {
             deployment: deployment.into(),
+            expires_at: None,
         }
+    }
+
+    /// The same owner, labelling what it creates with an expiry.
+    pub fn expiring(mut self, expires_at: Option<String>) -> Self {
+        self.expires_at = expires_at;
+        self
+    }
+
+    /// The labels every resource of the deployment carries: deployment, managed, and the expiry
+    /// when there is one.
+    pub fn base_labels(&self) -> Vec<(String, String)> {
+        let mut l = vec![
+            (labels::DEPLOYMENT.to_string(), self.deployment.clone()),
+            (labels::MANAGED.to_string(), "true".to_string()),
+        ];
+        if let Some(e) = &self.expires_at {
+            l.push((labels::EXPIRES_AT.to_string(), e.clone()));
+        }
+        l
     }
 
     /// Name of a deployment-wide cloud resource (key pair, security group, network): the one the
@@ -181,4 +206,38 @@ pub fn cluster_ports(cluster: &str) -> Vec<PortRule> {
         ],
         _ => vec![],
     }
+}
+
+/// What a provider resource is to the garbage collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceScope {
+    /// A node's machine (container, instance, server).
+    Machine,
+    /// Belongs to one node (its volume, port, floating IP): goes with or after the machine.
+    NodeAttached,
+    /// Shared by the deployment (network, security group, key pair): goes last.
+    Deployment,
+}
+
+/// One resource carrying flotilla's labels, as `gc` finds it on a provider (any deployment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedResource {
+    /// `container`, `volume`, `network`, `instance`, `security-group`, `key-pair`, `server`, ...
+    pub kind: String,
+    /// The provider's id (what `delete_managed` needs).
+    pub id: String,
+    /// A name a human recognises.
+    pub name: String,
+    pub deployment: String,
+    pub scope: ResourceScope,
+    /// The node it belongs to (machines and node-attached resources).
+    pub node: Option<String>,
+    /// The run that created it, when the provider records one.
+    pub run_token: Option<String>,
+    /// RFC 3339; `None` when the provider does not tell (then the grace period cannot pass and
+    /// the resource is only collected with an expired deployment).
+    pub created_at: Option<String>,
+    /// The `io.flotilla.expires-at` label, when set.
+    pub expires_at: Option<String>,
 }

@@ -3,6 +3,7 @@
 //! Docker in it over SSH, exactly as it would on a fresh cloud VM.
 
 mod config;
+mod gc;
 mod image;
 mod naming;
 
@@ -21,8 +22,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use flotilla_provider_core::{
-    labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership, Provider,
-    ProviderError, Role,
+    labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeSpec, NodeState, Ownership,
+    Provider, ProviderError, Role,
 };
 use futures::stream::{self, StreamExt};
 use ipnet::Ipv4Net;
@@ -197,10 +198,7 @@ impl DockerProvider {
                         }]),
                         ..Default::default()
                     }),
-                    labels: Some(HashMap::from([
-                        (labels::DEPLOYMENT.to_string(), owner.deployment.clone()),
-                        (labels::MANAGED.to_string(), "true".to_string()),
-                    ])),
+                    labels: Some(owner.base_labels().into_iter().collect()),
                     ..Default::default()
                 };
                 self.docker.create_network(request).await.map_err(|e| match &e {
@@ -409,13 +407,12 @@ impl DockerProvider {
         privileged: bool,
     ) -> Result<(), ProviderError> {
         let cname = container_name(&owner.deployment, &spec.name);
-        let node_labels = HashMap::from([
-            (labels::DEPLOYMENT.to_string(), owner.deployment.clone()),
+        let mut node_labels: HashMap<String, String> = owner.base_labels().into_iter().collect();
+        node_labels.extend([
             (labels::GROUP.to_string(), spec.group.clone()),
             (labels::NODE.to_string(), spec.name.clone()),
             (labels::ROLE.to_string(), spec.role.as_str().to_string()),
             (labels::RUN.to_string(), req.run_token.clone()),
-            (labels::MANAGED.to_string(), "true".to_string()),
             ("io.flotilla.ip".to_string(), ip.to_string()),
         ]);
         if self.config.docker_storage == DockerStorage::Volume {
@@ -682,6 +679,14 @@ impl Provider for DockerProvider {
             .into_iter()
             .collect::<Result<Vec<()>, _>>()
             .map(|_| ())
+    }
+
+    async fn managed_resources(&self) -> Result<Option<Vec<ManagedResource>>, ProviderError> {
+        self.list_managed().await.map(Some)
+    }
+
+    async fn delete_managed(&self, resource: &ManagedResource) -> Result<(), ProviderError> {
+        self.delete_one(resource).await
     }
 
     async fn teardown(&self, owner: &Ownership) -> Result<(), ProviderError> {

@@ -559,7 +559,10 @@ impl StateBackend for PostgresBackend {
         let resent = sends.load(std::sync::atomic::Ordering::SeqCst) > 1;
         let now = self.read_with_writer(name)?;
         if let Some((rec, writer)) = &now {
-            if resent && rec.version == expected.unwrap_or(0) + 1 && rec.body == body && writer == by
+            if resent
+                && rec.version == expected.unwrap_or(0) + 1
+                && rec.body == body
+                && writer == by
             {
                 return Ok(rec.version);
             }

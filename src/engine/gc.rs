@@ -1,0 +1,636 @@
+//! `flotilla gc`: the safety net for throwaway environments. Deletes deployments past their
+//! expiry (through `down`, under the deployment lock), then searches providers for resources that
+//! carry flotilla's labels but that no state accounts for (a killed CI job, a lost state file) and
+//! deletes those once they are older than the grace period. Nothing without flotilla's `managed`
+//! label is ever listed, so nothing else can be deleted.
+
+use super::{build_provider, recorded_blueprint};
+use crate::blueprint::{Blueprint, ProviderConfig};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::state::{Home, LockError, State};
+use flotilla_provider_core::{ManagedResource, Provider, ResourceScope};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct GcOptions {
+    pub dry_run: bool,
+    pub grace: Duration,
+    /// Deployment-name globs (`*` only); empty: every deployment.
+    pub matches: Vec<String>,
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl GcOptions {
+    fn wants(&self, deployment: &str) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| glob_match(m, deployment))
+    }
+}
+
+/// One thing `gc` deleted, would delete, kept or failed to delete, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GcItem {
+    /// `deployment`, or the provider's kind of resource (`container`, `instance`, ...).
+    pub what: String,
+    pub name: String,
+    pub deployment: String,
+    pub provider: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Deleted (or, with `--dry-run`, what would be).
+    pub deleted: Vec<GcItem>,
+    /// Labelled resources left alone on purpose (young, locked, not yet expired).
+    pub kept: Vec<GcItem>,
+    /// What could not be deleted this time; the next run tries again.
+    pub failed: Vec<GcItem>,
+    /// Providers searched for orphans (kind and where).
+    pub searched: Vec<String>,
+}
+
+fn item(what: &str, name: &str, deployment: &str, provider: &str, reason: String) -> GcItem {
+    GcItem {
+        what: what.into(),
+        name: name.into(),
+        deployment: deployment.into(),
+        provider: provider.into(),
+        reason,
+        error: None,
+    }
+}
+
+fn ago(secs: i64) -> String {
+    crate::util::human_duration(Duration::from_secs(secs.unsigned_abs()))
+}
+
+/// Where a provider lives, so one engine or cloud is searched once however many deployments
+/// and blueprints name it (their subnets and images differ; the engine is the same).
+fn provider_key(cfg: &ProviderConfig) -> String {
+    match cfg {
+        ProviderConfig::OpenStack(c) => format!("openstack {:?}", c.cloud),
+        other => provider_label(other),
+    }
+}
+
+fn provider_label(cfg: &ProviderConfig) -> String {
+    match cfg {
+        ProviderConfig::Docker(d) => format!(
+            "docker ({})",
+            d.host
+                .clone()
+                .or_else(|| std::env::var("DOCKER_HOST").ok())
+                .unwrap_or_else(|| "local engine".into())
+        ),
+        ProviderConfig::Ec2(c) => format!(
+            "ec2 ({})",
+            c.endpoint_url
+                .clone()
+                .or_else(|| c.region.clone())
+                .unwrap_or_else(|| "default region".into())
+        ),
+        ProviderConfig::OpenStack(_) => "openstack".into(),
+        ProviderConfig::Static(_) => "static".into(),
+    }
+}
+
+/// A `--provider-config` file: a `provider:` section (as in a blueprint), loaded through the
+/// blueprint checks so its errors name the file and field.
+pub fn provider_only_blueprint(path: &std::path::Path) -> Result<Blueprint> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let wrapped = format!(
+        "{text}\nname: gc\ncluster:\n  kind: none\ngroups:\n  gc:\n    role: worker\n    count: 0\n"
+    );
+    Ok(crate::blueprint::load_str(&wrapped, path, &[])?)
+}
+
+/// What the recorded state says about a deployment, for telling its resources from orphans.
+struct Known {
+    nodes: BTreeSet<String>,
+    machines: BTreeSet<String>,
+    /// Runs that started and did not finish (a crashed or a running one).
+    unfinished_runs: BTreeSet<String>,
+}
+
+impl Known {
+    fn of(s: &State) -> Self {
+        Self {
+            nodes: s.nodes.keys().cloned().collect(),
+            machines: s
+                .nodes
+                .values()
+                .filter_map(|n| n.machine_id.as_ref().map(|m| m.0.clone()))
+                .collect(),
+            unfinished_runs: s
+                .runs
+                .iter()
+                .filter(|r| r.finished_at.is_none())
+                .map(|r| r.token.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Decides, for one deployment's resources on one provider, which are orphans. Pure: the unit
+/// tests below cover every rule.
+fn classify(
+    deployment: &str,
+    resources: &[ManagedResource],
+    known: Option<&Known>,
+    lock_holder: Option<String>,
+    grace: Duration,
+    provider: &str,
+) -> (Vec<(ManagedResource, GcItem)>, Vec<GcItem>) {
+    let keep =
+        |r: &ManagedResource, reason: String| item(&r.kind, &r.name, deployment, provider, reason);
+    let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    let age = |r: &ManagedResource| {
+        r.created_at
+            .as_deref()
+            .and_then(crate::util::seconds_until)
+            .map(|s| -s)
+    };
+    if let Some(h) = lock_holder {
+        let kept = resources
+            .iter()
+            .map(|r| keep(r, format!("a run holds the deployment's lock ({h})")))
+            .collect();
+        return (Vec::new(), kept);
+    }
+    let mut delete = Vec::new();
+    let mut kept = Vec::new();
+    match known {
+        Some(k) => {
+            for r in resources {
+                let belongs = match r.scope {
+                    ResourceScope::Deployment => true,
+                    ResourceScope::Machine => {
+                        k.machines.contains(&r.id)
+                            || r.node.as_ref().is_some_and(|n| k.nodes.contains(n))
+                    }
+                    ResourceScope::NodeAttached => {
+                        r.node.as_ref().is_none_or(|n| k.nodes.contains(n))
+                    }
+                };
+                if belongs {
+                    continue;
+                }
+                let run = r.run_token.clone().unwrap_or_default();
+                if k.unfinished_runs.contains(&run) {
+                    kept.push(keep(
+                        r,
+                        format!("created by run {run}, which has not finished"),
+                    ));
+                    continue;
+                }
+                match age(r) {
+                    Some(a) if a >= grace_secs => delete.push((
+                        r.clone(),
+                        keep(
+                            r,
+                            format!(
+                                "the state of `{deployment}` has no node {} (run {run}); created {} ago",
+                                r.node.as_deref().unwrap_or("?"),
+                                ago(a)
+                            ),
+                        ),
+                    )),
+                    Some(a) => kept.push(keep(
+                        r,
+                        format!("not in the state, but only {} old (grace {})", ago(a), ago(grace_secs)),
+                    )),
+                    None => kept.push(keep(r, "not in the state; its age is unknown".into())),
+                }
+            }
+        }
+        None => {
+            // No state: the resources' own expiry labels speak for the deployment (the latest
+            // one, as `extend` may have pushed it after some were made).
+            let expiry = resources
+                .iter()
+                .filter_map(|r| r.expires_at.clone())
+                .filter_map(|e| crate::util::seconds_until(&e).map(|s| (s, e)))
+                .max_by_key(|(s, _)| *s);
+            match expiry {
+                Some((left, at)) if left > 0 => {
+                    for r in resources {
+                        kept.push(keep(
+                            r,
+                            format!(
+                                "no state, but its labels say it expires at {at} (in {})",
+                                ago(left)
+                            ),
+                        ));
+                    }
+                }
+                Some((left, at)) => {
+                    for r in resources {
+                        delete.push((
+                            r.clone(),
+                            keep(
+                                r,
+                                format!(
+                                    "no state, and its labels say it expired at {at} ({} ago)",
+                                    ago(left)
+                                ),
+                            ),
+                        ));
+                    }
+                }
+                None => {
+                    for r in resources {
+                        match age(r) {
+                            Some(a) if a >= grace_secs => delete.push((
+                                r.clone(),
+                                keep(
+                                    r,
+                                    format!(
+                                        "no state for deployment `{deployment}`; created {} ago",
+                                        ago(a)
+                                    ),
+                                ),
+                            )),
+                            Some(a) => kept.push(keep(
+                                r,
+                                format!(
+                                    "no state, but only {} old (grace {})",
+                                    ago(a),
+                                    ago(grace_secs)
+                                ),
+                            )),
+                            None => kept.push(keep(r, "no state; its age is unknown".into())),
+                        }
+                    }
+                    // A network or security group stays while anything of the deployment does.
+                    if !kept.is_empty() {
+                        let (stay, go): (Vec<_>, Vec<_>) = delete
+                            .into_iter()
+                            .partition(|(r, _)| r.scope == ResourceScope::Deployment);
+                        delete = go;
+                        kept.extend(stay.into_iter().map(|(r, _)| {
+                            keep(&r, "shared by resources of the deployment that stay".into())
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    delete.sort_by_key(|(r, _)| r.scope);
+    (delete, kept)
+}
+
+/// Runs the collection. `extra` are blueprints whose providers are searched besides the ones of
+/// recorded deployments.
+pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<GcReport> {
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    // Providers to search: every recorded deployment's, and the ones named on the command line.
+    let mut providers: BTreeMap<String, Blueprint> = BTreeMap::new();
+    for bp in extra {
+        providers
+            .entry(provider_key(&bp.provider))
+            .or_insert_with(|| bp.clone());
+    }
+    let mut states: BTreeMap<String, State> = BTreeMap::new();
+    for name in home.list()? {
+        if !opts.wants(&name) {
+            continue;
+        }
+        match home.load_existing(&name) {
+            Ok(s) => {
+                if let Ok(bp) = recorded_blueprint(&s) {
+                    providers.entry(provider_key(&bp.provider)).or_insert(bp);
+                }
+                states.insert(name, s);
+            }
+            Err(e) => report.failed.push(GcItem {
+                error: Some(e.to_string()),
+                ..item(
+                    "deployment",
+                    &name,
+                    &name,
+                    "",
+                    "its state cannot be read".into(),
+                )
+            }),
+        }
+    }
+
+    // 1. Expired deployments: the same path as `down`.
+    for (name, s) in states.clone() {
+        let Some(at) = s.expires_at.clone() else {
+            continue;
+        };
+        let Some(left) = crate::util::seconds_until(&at) else {
+            continue;
+        };
+        if left > 0 {
+            continue;
+        }
+        let it = item(
+            "deployment",
+            &name,
+            &name,
+            &s.provider,
+            format!("expired at {at} ({} ago)", ago(left)),
+        );
+        if opts.dry_run {
+            report.deleted.push(it);
+            continue;
+        }
+        match super::down::down(home, &name, &Progress::new(true), None).await {
+            Ok(_) => {
+                states.remove(&name);
+                report.deleted.push(it);
+            }
+            Err(Error::Locked(LockError::Held { holder, .. })) => report.failed.push(GcItem {
+                error: Some(format!(
+                    "a run holds its lock ({}); the next gc tries again",
+                    holder
+                        .map(|h| h.to_string())
+                        .unwrap_or_else(|| "holder unknown".into())
+                )),
+                ..it
+            }),
+            Err(e) => report.failed.push(GcItem {
+                error: Some(e.to_string()),
+                ..it
+            }),
+        }
+    }
+
+    // 2. Orphans on every provider.
+    for bp in providers.values() {
+        let label = provider_label(&bp.provider);
+        let provider: Arc<dyn Provider> = match build_provider(bp, "").await {
+            Ok(p) => p,
+            Err(e) => {
+                report.failed.push(GcItem {
+                    error: Some(e.to_string()),
+                    ..item("provider", &label, "", &label, "cannot be searched".into())
+                });
+                continue;
+            }
+        };
+        let listed = match provider.managed_resources().await {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                report.failed.push(GcItem {
+                    error: Some(e.to_string()),
+                    ..item("provider", &label, "", &label, "cannot be searched".into())
+                });
+                continue;
+            }
+        };
+        report.searched.push(label.clone());
+        let mut by_deployment: BTreeMap<String, Vec<ManagedResource>> = BTreeMap::new();
+        for r in listed.into_iter().filter(|r| opts.wants(&r.deployment)) {
+            by_deployment
+                .entry(r.deployment.clone())
+                .or_default()
+                .push(r);
+        }
+        for (dep, resources) in by_deployment {
+            let known = states.get(&dep).map(Known::of);
+            let holder = home
+                .backend()
+                .lock_status(&dep)
+                .ok()
+                .flatten()
+                .map(|l| l.holder.to_string());
+            let (delete, kept) =
+                classify(&dep, &resources, known.as_ref(), holder, opts.grace, &label);
+            report.kept.extend(kept);
+            if delete.is_empty() {
+                continue;
+            }
+            if opts.dry_run {
+                report.deleted.extend(delete.into_iter().map(|(_, it)| it));
+                continue;
+            }
+            // Under the deployment's lock, so a run that starts now waits for gc, and gc never
+            // deletes under a run.
+            let had_state = home.exists(&dep)?;
+            let lock = match home.lock(&dep, "gc", None) {
+                Ok(l) => l,
+                Err(e) => {
+                    for (_, it) in delete {
+                        report.failed.push(GcItem {
+                            error: Some(format!("{e}; the next gc tries again")),
+                            ..it
+                        });
+                    }
+                    continue;
+                }
+            };
+            for (r, it) in delete {
+                match provider.delete_managed(&r).await {
+                    Ok(()) => report.deleted.push(it),
+                    Err(e) => report.failed.push(GcItem {
+                        error: Some(e.to_string()),
+                        ..it
+                    }),
+                }
+            }
+            drop(lock);
+            if !had_state && !home.exists(&dep)? {
+                // The lock left a folder for a deployment that has no state: tidy it.
+                let _ = std::fs::remove_dir_all(home.deployment_dir(&dep));
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(
+        kind: &str,
+        node: Option<&str>,
+        scope: ResourceScope,
+        age_secs: i64,
+        expires: Option<i64>,
+    ) -> ManagedResource {
+        let at = |offset: i64| {
+            jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + offset)
+                .expect("time")
+                .to_string()
+        };
+        ManagedResource {
+            kind: kind.into(),
+            id: format!("{kind}-{}", node.unwrap_or("shared")),
+            name: format!("{kind}-{}", node.unwrap_or("shared")),
+            deployment: "d".into(),
+            scope,
+            node: node.map(String::from),
+            run_token: Some("run-1".into()),
+            created_at: Some(at(-age_secs)),
+            expires_at: expires.map(at),
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn globs_match_prefixes_suffixes_and_middles() {
+        assert!(glob_match("ci-*", "ci-nightly"));
+        assert!(!glob_match("ci-*", "prod"));
+        assert!(glob_match("*-tmp", "pr-12-tmp"));
+        assert!(glob_match("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_match("a*b*c", "a-x-c"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("*", "anything"));
+    }
+
+    #[test]
+    fn no_state_old_resources_go_and_young_ones_stay_with_their_network() {
+        let rs = vec![
+            res("container", Some("a"), ResourceScope::Machine, 7200, None),
+            res("container", Some("b"), ResourceScope::Machine, 60, None),
+            res("network", None, ResourceScope::Deployment, 7200, None),
+        ];
+        let (delete, kept) = classify("d", &rs, None, None, HOUR, "docker");
+        assert_eq!(
+            delete
+                .iter()
+                .map(|(r, _)| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["container-a"]
+        );
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept
+            .iter()
+            .any(|k| k.name == "network-shared" && k.reason.contains("shared")));
+    }
+
+    #[test]
+    fn no_state_and_all_old_deletes_machines_before_the_network() {
+        let rs = vec![
+            res("network", None, ResourceScope::Deployment, 7200, None),
+            res("volume", Some("a"), ResourceScope::NodeAttached, 7200, None),
+            res("container", Some("a"), ResourceScope::Machine, 7200, None),
+        ];
+        let (delete, kept) = classify("d", &rs, None, None, HOUR, "docker");
+        assert!(kept.is_empty());
+        let order: Vec<&str> = delete.iter().map(|(r, _)| r.kind.as_str()).collect();
+        assert_eq!(order, ["container", "volume", "network"]);
+    }
+
+    #[test]
+    fn expiry_labels_decide_without_state_the_latest_one_wins() {
+        let future = vec![
+            res(
+                "container",
+                Some("a"),
+                ResourceScope::Machine,
+                7200,
+                Some(-60),
+            ),
+            res(
+                "container",
+                Some("b"),
+                ResourceScope::Machine,
+                7200,
+                Some(600),
+            ),
+        ];
+        let (delete, kept) = classify("d", &future, None, None, HOUR, "docker");
+        assert!(delete.is_empty(), "extended: the later expiry counts");
+        assert_eq!(kept.len(), 2);
+        let past = vec![res(
+            "container",
+            Some("a"),
+            ResourceScope::Machine,
+            30,
+            Some(-5),
+        )];
+        let (delete, _) = classify("d", &past, None, None, HOUR, "docker");
+        assert_eq!(
+            delete.len(),
+            1,
+            "expired by label: gone even inside the grace period"
+        );
+        assert!(delete[0].1.reason.contains("expired"));
+    }
+
+    #[test]
+    fn a_held_lock_keeps_everything() {
+        let rs = vec![res(
+            "container",
+            Some("a"),
+            ResourceScope::Machine,
+            7200,
+            Some(-60),
+        )];
+        let (delete, kept) = classify("d", &rs, None, Some("pid 7 on h".into()), HOUR, "docker");
+        assert!(delete.is_empty());
+        assert!(kept[0].reason.contains("lock"));
+    }
+
+    #[test]
+    fn with_state_only_unrecorded_old_machines_of_finished_runs_go() {
+        let known = Known {
+            nodes: ["a".to_string()].into(),
+            machines: BTreeSet::new(),
+            unfinished_runs: BTreeSet::new(),
+        };
+        let rs = vec![
+            res("container", Some("a"), ResourceScope::Machine, 7200, None),
+            res("volume", Some("a"), ResourceScope::NodeAttached, 7200, None),
+            res("container", Some("z"), ResourceScope::Machine, 7200, None),
+            res("container", Some("y"), ResourceScope::Machine, 10, None),
+            res("network", None, ResourceScope::Deployment, 7200, None),
+        ];
+        let (delete, kept) = classify("d", &rs, Some(&known), None, HOUR, "docker");
+        assert_eq!(
+            delete
+                .iter()
+                .map(|(r, _)| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["container-z"]
+        );
+        assert_eq!(
+            kept.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            ["container-y"]
+        );
+        let running = Known {
+            unfinished_runs: ["run-1".to_string()].into(),
+            ..known
+        };
+        let (delete, kept) = classify("d", &rs, Some(&running), None, HOUR, "docker");
+        assert!(delete.is_empty(), "a run in progress owns what it made");
+        assert_eq!(kept.len(), 2);
+    }
+}
