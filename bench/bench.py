@@ -39,8 +39,8 @@ FANOUT_SUBNET = "10.198.250.0/24"
 FANOUT_GW = "10.198.250.1"
 SCALE_SUBNET = "10.198.251.0/24"
 ACNG_PORT = 3142
-HOST_IMAGE = "flotilla-bench/host:r1"
-BAKED_IMAGE = "flotilla-bench/docker-node:r1"
+HOST_IMAGE = "flotilla-bench/host:r3"
+BAKED_IMAGE = "flotilla-bench/docker-node:r3"
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 
 
@@ -181,7 +181,10 @@ def bake(base, tag, script):
 
 
 APT_PROXY = f'echo \'Acquire::http::Proxy "http://{FANOUT_GW}:{ACNG_PORT}";\' > /etc/apt/apt.conf.d/01bench-proxy'
-CLEAN = "apt-get clean; rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* /root/.ssh/authorized_keys"
+# Fresh hosts have no package lists, and nothing may say they are recent: ansible's
+# cache_valid_time and pyinfra's cache_time read the update stamp, else the lists' mtime.
+CLEAN = ("apt-get clean; rm -rf /var/lib/apt/lists/* /var/lib/apt/periodic/* /var/cache/apt/*.bin "
+         "/etc/ssh/ssh_host_* /root/.ssh/authorized_keys; touch -d @0 /var/lib/apt/lists")
 
 
 def ensure_images():

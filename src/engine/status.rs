@@ -103,27 +103,29 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
         Ok(o) => (Some(o), None),
         Err(e) => (None, Some(e)),
     };
-    let dir = home.deployment_dir(name);
-    // status never changes the pinned keys: the ssh files go to a scratch folder.
-    let scratch = tempfile::tempdir().map_err(|e| crate::error::Error::Other(e.to_string()))?;
-    let (pool, targets) = super::nodes::pool_for_recorded(
-        &bp,
-        &state,
-        &dir,
-        Duration::from_secs(3),
-        Some(scratch.path()),
-    )?;
-
-    let probes = if probe {
-        super::nodes::probe_all(&pool, &targets, Duration::from_secs(3)).await
-    } else {
-        BTreeMap::new()
-    };
-    let managers = super::nodes::live_managers(&state, &bp, &probes);
-    let members: Option<Vec<Member>> = match crate::cluster::for_blueprint(&bp, pool.clone()) {
-        Some(orch) if !managers.is_empty() => orch.members(&managers).await.ok(),
-        _ => None,
-    };
+    // Without probes no SSH pool is built at all (on a large fleet, writing the known_hosts of
+    // every node is most of the cost).
+    let mut probes = BTreeMap::new();
+    let mut members: Option<Vec<Member>> = None;
+    if probe {
+        let dir = home.deployment_dir(name);
+        // status never changes the pinned keys: the ssh files go to a scratch folder.
+        let scratch = tempfile::tempdir().map_err(|e| crate::error::Error::Other(e.to_string()))?;
+        let (pool, targets) = super::nodes::pool_for_recorded(
+            &bp,
+            &state,
+            &dir,
+            Duration::from_secs(3),
+            Some(scratch.path()),
+        )?;
+        probes = super::nodes::probe_all(&pool, &targets, Duration::from_secs(3)).await;
+        let managers = super::nodes::live_managers(&state, &bp, &probes);
+        members = match crate::cluster::for_blueprint(&bp, pool.clone()) {
+            Some(orch) if !managers.is_empty() => orch.members(&managers).await.ok(),
+            _ => None,
+        };
+        pool.close_all().await;
+    }
 
     let mut nodes = Vec::new();
     for r in state.nodes.values() {
@@ -182,7 +184,6 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
         .into_iter()
         .filter(|m| !known.contains(&m.id.as_str()))
         .collect();
-    pool.close_all().await;
     Ok(StatusReport {
         deployment: name.to_string(),
         provider: state.provider.clone(),
