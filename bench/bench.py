@@ -39,8 +39,8 @@ FANOUT_SUBNET = "10.198.250.0/24"
 FANOUT_GW = "10.198.250.1"
 SCALE_SUBNET = "10.198.251.0/24"
 ACNG_PORT = 3142
-HOST_IMAGE = "flotilla-bench/host:r3"
-BAKED_IMAGE = "flotilla-bench/docker-node:r3"
+HOST_IMAGE = "flotilla-bench/host:r4"
+BAKED_IMAGE = "flotilla-bench/docker-node:r4"
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 
 
@@ -180,7 +180,11 @@ def bake(base, tag, script):
         docker("rm", "-f", name, check=False)
 
 
-APT_PROXY = f'echo \'Acquire::http::Proxy "http://{FANOUT_GW}:{ACNG_PORT}";\' > /etc/apt/apt.conf.d/01bench-proxy'
+# Timeouts and retries: apt-cacher-ng sometimes stalls one of several concurrent first requests
+# for the same index file (seen: "Failure to move file ... InRelease"), and apt would wait on it
+# for minutes. Every tool's hosts get the same settings.
+APT_PROXY = (f'printf \'Acquire::http::Proxy "http://{FANOUT_GW}:{ACNG_PORT}";\\n'
+             'Acquire::http::Timeout "15";\\nAcquire::Retries "3";\\n\' > /etc/apt/apt.conf.d/01bench-proxy')
 # Fresh hosts have no package lists, and nothing may say they are recent: ansible's
 # cache_valid_time and pyinfra's cache_time read the update stamp, else the lists' mtime.
 CLEAN = ("apt-get clean; rm -rf /var/lib/apt/lists/* /var/lib/apt/periodic/* /var/cache/apt/*.bin "
