@@ -154,6 +154,56 @@ def fmt_s(x):
     return f"{x:.1f} s" if x >= 10 else f"{x:.2f} s"
 
 
+# --- the apt cache -----------------------------------------------------------------------------
+
+
+class AptCache:
+    """apt-cacher-ng on the host end of the fan-out network (and loopback). Online it fills from
+    deb.debian.org; offline (`Offlinemode`) it serves only what it holds and never revalidates:
+    with ten hosts asking for the same InRelease at once, apt-cacher-ng 3.7 online failed to
+    store it ("Failure to move file ... out of the way") and stalled a client for minutes."""
+
+    def __init__(self, work):
+        self.dir = work / "acng"
+        self.proc = None
+
+    def start(self, offline):
+        self.stop()
+        for sub in ("cache", "log"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "conf"
+        if not conf.exists():
+            shutil.copytree("/etc/apt-cacher-ng", conf)
+            # Debian's default backend (ftp.debian.org) is not what the hosts' sources name.
+            (conf / "backends_debian").write_text("http://deb.debian.org/debian/\n")
+        args = ["/usr/sbin/apt-cacher-ng", "-c", str(conf), "ForeGround=1", f"Port={ACNG_PORT}",
+                f"BindAddress={FANOUT_GW} 127.0.0.1", f"CacheDir={self.dir / 'cache'}",
+                f"LogDir={self.dir / 'log'}", f"PidFile={self.dir / 'pid'}", f"SocketPath={self.dir / 'socket'}"]
+        if offline:
+            args.append("Offlinemode=1")
+        out = open(self.dir / "stdout.log", "a")
+        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        import socket
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", ACNG_PORT), timeout=0.5).close()
+                log(f"apt-cacher-ng (pid {self.proc.pid}, {'offline' if offline else 'online'}) on {FANOUT_GW}:{ACNG_PORT}")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"apt-cacher-ng did not start; see {self.dir / 'stdout.log'}")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+
 # --- hosts -----------------------------------------------------------------------------------
 
 
@@ -296,7 +346,7 @@ def tool_command(tool, ips, key, work, flotilla):
     raise ValueError(tool)
 
 
-def section_fanout(args, flotilla, work):
+def section_fanout(args, flotilla, work, cache):
     key = str(work / "id_ed25519")
     if not Path(key).exists():
         sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
@@ -304,7 +354,9 @@ def section_fanout(args, flotilla, work):
     ips = host_ips(args.hosts)
     tools = ["flotilla", "ansible", "pyinfra", "ssh"]
     results = {t: {"first": [], "rerun": [], "cpu_first": [], "cpu_rerun": []} for t in tools}
-    # Warm the apt cache (not timed), so every timed run reads packages from it.
+    # Fill the apt cache (not timed) with one install, then serve it offline, so every timed
+    # run reads indexes and packages from it.
+    cache.start(offline=False)
     log("warming the apt cache with one install")
     names = start_hosts(1, pub)
     try:
@@ -315,6 +367,7 @@ def section_fanout(args, flotilla, work):
             raise RuntimeError(f"warm-up install failed: {m.err[-2000:]}")
     finally:
         remove_hosts(1)
+    cache.start(offline=True)
     for run in range(args.runs):
         for tool in tools:
             log(f"fan-out run {run + 1}/{args.runs}: {tool} on {len(ips)} fresh hosts")
@@ -611,16 +664,23 @@ def main():
        cwd=str(src), timeout=5400)
     flotilla = str(target / "release" / "flotilla")
     EXAMPLES = target / "release" / "examples"
-    if "fanout" in wanted or "scale" in wanted:
-        ensure_images()
+    cache = AptCache(work)
+    try:
+        if "fanout" in wanted or "scale" in wanted:
+            cache.start(offline=False)
+            ensure_images()
+        if "fanout" in wanted:
+            fan = section_fanout(args, flotilla, work, cache)
+    finally:
+        cache.stop()
     if "fanout" in wanted:
-        t = fanout_table(section_fanout(args, flotilla, work), args.hosts, args.runs)
+        t = fanout_table(fan, args.hosts, args.runs)
         sections.append(
             "## SSH fan-out: Docker install on fresh hosts, flotilla vs peers\n\n"
             "Each host is a fresh container from flotilla's node image (Debian 12 minbase + sshd, plus "
             "python3-apt for ansible) with its own root filesystem, so every install really runs apt and "
-            "dpkg. Packages come from a local apt-cacher-ng (warmed before the first timed run), so the "
-            "download does not dominate. Every tool runs the same steps (`bench/peers/`): `apt-get update`, "
+            "dpkg. Indexes and packages come from a local apt-cacher-ng, filled by one untimed install and "
+            "then serving offline, so the download does not dominate. Every tool runs the same steps (`bench/peers/`): `apt-get update`, "
             "`apt-get install --no-install-recommends docker.io iptables ca-certificates`, start dockerd, "
             "wait for `docker version`. Controller CPU is everything the tool ran on this machine "
             "(its ssh processes included), from a cpuacct cgroup.\n\n" + t + "\n")
