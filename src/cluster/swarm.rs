@@ -140,8 +140,19 @@ impl Swarm {
         leader_ip: &str,
     ) -> Result<String, ClusterError> {
         // The token travels on stdin (inside the script), never on a command line or in a log.
+        // A busy manager makes `docker swarm join` give up waiting after ~20 s with "will
+        // continue in the background" (seen with 30 nodes on 2 cores): the join is then still
+        // going on, so the script waits (bounded) for the node to become an active member.
         let script = format!(
-            "docker swarm join --token {} --advertise-addr {} {}:2377 >/dev/null && docker info --format '{{{{.Swarm.NodeID}}}}'",
+            "if ! out=$(docker swarm join --token {} --advertise-addr {} {}:2377 2>&1); then\n\
+             \x20 case \"$out\" in *'continue in the background'*) ;; *) echo \"$out\" >&2; exit 1 ;; esac\n\
+             fi\n\
+             i=0\n\
+             until [ \"$(docker info --format '{{{{.Swarm.LocalNodeState}}}}')\" = active ]; do\n\
+             \x20 i=$((i + 1)); [ \"$i\" -lt 280 ] || {{ echo 'the node did not become an active swarm member within 140 s' >&2; exit 1; }}\n\
+             \x20 sleep 0.5\n\
+             done\n\
+             docker info --format '{{{{.Swarm.NodeID}}}}'\n",
             shell_quote(token),
             shell_quote(&node.ip),
             leader_ip
