@@ -390,13 +390,14 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
     // 2. Orphans on every provider.
     for bp in providers.values() {
         let label = provider_label(&bp.provider);
+        let unsearchable = |e: String| GcItem {
+            error: Some(e),
+            ..item("provider", &label, "", &label, "cannot be searched".into())
+        };
         let provider: Arc<dyn Provider> = match build_provider(bp, "").await {
             Ok(p) => p,
             Err(e) => {
-                report.failed.push(GcItem {
-                    error: Some(e.to_string()),
-                    ..item("provider", &label, "", &label, "cannot be searched".into())
-                });
+                report.failed.push(unsearchable(e.to_string()));
                 continue;
             }
         };
@@ -404,10 +405,7 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
             Ok(Some(l)) => l,
             Ok(None) => continue,
             Err(e) => {
-                report.failed.push(GcItem {
-                    error: Some(e.to_string()),
-                    ..item("provider", &label, "", &label, "cannot be searched".into())
-                });
+                report.failed.push(unsearchable(e.to_string()));
                 continue;
             }
         };

@@ -449,22 +449,7 @@ impl StateBackend for PostgresBackend {
     }
 
     fn read(&self, name: &str) -> Result<Option<Record>, StoreError> {
-        let name = name.to_string();
-        self.inner.call(move |c| {
-            let name = name.clone();
-            async move {
-                let row = c
-                    .query_opt(
-                        "SELECT body, version FROM flotilla_state WHERE deployment = $1",
-                        &[&name],
-                    )
-                    .await?;
-                Ok(row.map(|r| Record {
-                    body: r.get(0),
-                    version: r.get::<_, i64>(1) as u64,
-                }))
-            }
-        })
+        Ok(self.read_with_writer(name)?.map(|(record, _)| record))
     }
 
     fn write(
