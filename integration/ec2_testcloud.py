@@ -156,6 +156,44 @@ def cmd_inventory(a):
     print(json.dumps({"instances": live, "security_groups": sgs, "key_pairs": kps}))
 
 
+def cmd_tags(a):
+    """One tag's value on every instance, security group and key pair of a deployment."""
+    c = ec2(a.moto)
+    f = [{"Name": f"tag:{TAG}", "Values": [a.deployment]}]
+    val = lambda tags: next((t["Value"] for t in tags or [] if t["Key"] == a.key), None)
+    out = {}
+    for r in c.describe_instances(Filters=f + [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])["Reservations"]:
+        out.update({i["InstanceId"]: val(i.get("Tags")) for i in r["Instances"]})
+    out.update({g["GroupId"]: val(g.get("Tags")) for g in c.describe_security_groups(Filters=f)["SecurityGroups"]})
+    out.update({k["KeyName"]: val(k.get("Tags")) for k in c.describe_key_pairs(Filters=f)["KeyPairs"]})
+    print(json.dumps(out))
+
+
+def cmd_hand_made(a):
+    """Resources gc must never touch: an instance, a security group and a key pair without
+    flotilla's tags, and an instance with only a deployment tag (no `managed`). In the default
+    VPC (not the data plane's subnet), so no host is started for them."""
+    c = ec2(a.moto)
+    base = c.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    bare = c.run_instances(ImageId=base, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    half = c.run_instances(ImageId=base, InstanceType="t3.micro", MinCount=1, MaxCount=1, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": TAG, "Value": a.deployment}]}])["Instances"][0]["InstanceId"]
+    sg = c.create_security_group(GroupName=f"hand-made-{a.deployment}", Description="made by hand")["GroupId"]
+    c.create_key_pair(KeyName=f"hand-made-{a.deployment}")
+    print(json.dumps({"instances": [bare, half], "security_group": sg, "key_pair": f"hand-made-{a.deployment}"}))
+
+
+def cmd_exists(a):
+    """Which of the given instance / security group ids and key names still exist (alive)."""
+    c = ec2(a.moto)
+    alive = set()
+    for r in c.describe_instances()["Reservations"]:
+        alive |= {i["InstanceId"] for i in r["Instances"] if i["State"]["Name"] != "terminated"}
+    alive |= {g["GroupId"] for g in c.describe_security_groups()["SecurityGroups"]}
+    alive |= {k["KeyName"] for k in c.describe_key_pairs()["KeyPairs"]}
+    print(json.dumps([x for x in a.ids if x in alive]))
+
+
 # ---------------------------------------------------------------- data plane
 def docker(*args, check=True):
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
@@ -223,6 +261,9 @@ def main():
     s = sub.add_parser("seed"); s.add_argument("--moto", default="http://127.0.0.1:5055")
     s = sub.add_parser("inventory"); s.add_argument("--moto", default="http://127.0.0.1:5055"); s.add_argument("deployment")
     s = sub.add_parser("terminate"); s.add_argument("--moto", default="http://127.0.0.1:5055"); s.add_argument("instance")
+    s = sub.add_parser("tags"); s.add_argument("--moto", default="http://127.0.0.1:5055"); s.add_argument("deployment"); s.add_argument("key")
+    s = sub.add_parser("hand-made"); s.add_argument("--moto", default="http://127.0.0.1:5055"); s.add_argument("deployment")
+    s = sub.add_parser("exists"); s.add_argument("--moto", default="http://127.0.0.1:5055"); s.add_argument("ids", nargs="*")
     for name in ("counts", "reset-counts", "throttle"):
         s = sub.add_parser(name); s.add_argument("--proxy", default="http://127.0.0.1:5056")
         if name == "throttle":
@@ -233,6 +274,9 @@ def main():
     elif a.cmd == "seed": cmd_seed(a)
     elif a.cmd == "inventory": cmd_inventory(a)
     elif a.cmd == "terminate": cmd_terminate(a)
+    elif a.cmd == "tags": cmd_tags(a)
+    elif a.cmd == "hand-made": cmd_hand_made(a)
+    elif a.cmd == "exists": cmd_exists(a)
     elif a.cmd == "counts": control(a, "/_flotilla/counts")
     elif a.cmd == "reset-counts": control(a, "/_flotilla/reset")
     elif a.cmd == "throttle": control(a, f"/_flotilla/throttle?action={a.action}&count={a.count}")

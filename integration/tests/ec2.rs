@@ -8,10 +8,10 @@ use crate::common::{json, repo_root, require_docker, stderr, Home};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-static EC2: Mutex<()> = Mutex::new(());
-const PROXY: &str = "http://127.0.0.1:5056";
+pub(crate) static EC2: Mutex<()> = Mutex::new(());
+pub(crate) const PROXY: &str = "http://127.0.0.1:5056";
 
-fn tool(args: &[&str]) -> String {
+pub(crate) fn tool(args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg(repo_root().join("integration/ec2_testcloud.py"))
         .args(args)
@@ -25,13 +25,13 @@ fn tool(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-struct Cloud {
-    subnet: String,
-    ami: String,
+pub(crate) struct Cloud {
+    pub subnet: String,
+    pub ami: String,
 }
 
 /// A pristine moto with the test VPC/subnet and AMI; the proxy's counters reset.
-fn seed() -> Cloud {
+pub(crate) fn seed() -> Cloud {
     let v: serde_json::Value = serde_json::from_str(&tool(&["seed"])).expect("seed JSON");
     tool(&["reset-counts"]);
     Cloud {
@@ -48,12 +48,12 @@ fn count(c: &serde_json::Value, action: &str) -> u64 {
     c[action].as_u64().unwrap_or(0)
 }
 
-fn inventory(deployment: &str) -> serde_json::Value {
+pub(crate) fn inventory(deployment: &str) -> serde_json::Value {
     serde_json::from_str(&tool(&["inventory", deployment])).expect("inventory JSON")
 }
 
 /// `flotilla` with test credentials and an empty HOME (the machine's ~/.aws never leaks in).
-fn flotilla(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn flotilla(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = home.cmd();
     c.env("HOME", home.path())
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -73,7 +73,7 @@ fn flotilla(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output {
     out
 }
 
-fn up_args<'a>(bp: &'a str, sets: &'a [String]) -> Vec<&'a str> {
+pub(crate) fn up_args<'a>(bp: &'a str, sets: &'a [String]) -> Vec<&'a str> {
     let mut v = vec!["up", bp];
     for s in sets {
         v.push("--set");
@@ -82,7 +82,7 @@ fn up_args<'a>(bp: &'a str, sets: &'a [String]) -> Vec<&'a str> {
     v
 }
 
-fn sets(name: &str, cloud: &Cloud, extra: &[&str]) -> Vec<String> {
+pub(crate) fn sets(name: &str, cloud: &Cloud, extra: &[&str]) -> Vec<String> {
     let mut v = vec![
         format!("name={name}"),
         format!("ami={}", cloud.ami),
@@ -94,7 +94,7 @@ fn sets(name: &str, cloud: &Cloud, extra: &[&str]) -> Vec<String> {
     v
 }
 
-fn blueprint() -> String {
+pub(crate) fn blueprint() -> String {
     repo_root()
         .join("blueprints/ec2-swarm.yaml")
         .display()

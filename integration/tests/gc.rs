@@ -214,3 +214,186 @@ fn ttl_expiry_orphans_grace_and_untagged_resources() {
     let again = json(&again);
     assert!(names(&again, "deleted").is_empty(), "{again}");
 }
+
+/// The same rules on EC2 (moto): expiry and creation tags on instances, security groups and key
+/// pairs; `extend` rewrites the expiry tag; a deployment whose state is lost is collected by its
+/// tags (expired: at once; no expiry: after the grace period); untagged and half-tagged
+/// resources survive. Runs are killed right after RunInstances (`FLOTILLA_FAULT_AT`), which
+/// leaves exactly what a crashed CI job leaves.
+#[test]
+fn ec2_gc_by_tags_after_the_state_is_lost() {
+    use crate::ec2::{flotilla, inventory, seed, sets, tool, up_args, EC2, PROXY};
+    require_docker();
+    crate::static_hosts::ensure_node_image_pub();
+    let _one = EC2.lock().unwrap_or_else(|p| p.into_inner());
+    let cloud = seed();
+    let home = Home::new();
+    let bp = crate::ec2::blueprint();
+    let provider = home.write(
+        "ec2-provider.yaml",
+        &format!(
+            "provider:\n  kind: ec2\n  region: us-east-1\n  ami: {}\n  instance_type: t3.micro\n  endpoint_url: {PROXY}\n",
+            cloud.ami
+        ),
+    );
+    let provider = provider.to_str().expect("utf8");
+    let crashed_up = |name: &str, ttl: Option<&str>| {
+        let s = sets(name, &cloud, &["workers=1"]);
+        let mut args = up_args(&bp, &s);
+        if let Some(t) = ttl {
+            args.extend(["--ttl", t]);
+        }
+        let out = flotilla(&home, &args, &[("FLOTILLA_FAULT_AT", "after-create")]);
+        assert_eq!(
+            out.status.code(),
+            None,
+            "killed after RunInstances: {}",
+            stderr(&out)
+        );
+        let inv = inventory(name);
+        assert_eq!(inv["instances"].as_array().map(Vec::len), Some(2), "{inv}");
+        assert_eq!(
+            inv["security_groups"].as_array().map(Vec::len),
+            Some(1),
+            "{inv}"
+        );
+        assert_eq!(inv["key_pairs"].as_array().map(Vec::len), Some(1), "{inv}");
+    };
+    let tags = |name: &str, key: &str| -> serde_json::Value {
+        serde_json::from_str(&tool(&["tags", name, key])).expect("tags JSON")
+    };
+    let gc = |extra: &[&str]| {
+        let mut args = vec![
+            "gc",
+            "--provider-config",
+            provider,
+            "--match",
+            "gc-ec2-*",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = flotilla(&home, &args, &[]);
+        assert_eq!(out.status.code(), Some(0), "gc: {}", stderr(&out));
+        json(&out)
+    };
+    let empty = serde_json::json!({"instances": [], "security_groups": [], "key_pairs": []});
+
+    // Every resource carries the expiry and (security group, key pair) its creation time.
+    crashed_up("gc-ec2-exp", Some("1s"));
+    crashed_up("gc-ec2-keep", Some("2h"));
+    crashed_up("gc-ec2-orphan", None);
+    for (id, v) in tags("gc-ec2-keep", "io.flotilla.expires-at")
+        .as_object()
+        .expect("map")
+    {
+        assert!(v.is_string(), "{id} has an expiry tag");
+    }
+    let created = tags("gc-ec2-orphan", "io.flotilla.created-at");
+    assert_eq!(
+        created
+            .as_object()
+            .map(|m| m.values().filter(|v| v.is_string()).count()),
+        Some(2),
+        "the security group and key pair carry their creation time: {created}"
+    );
+
+    // `extend` rewrites the tags (EC2 tags can change, unlike Docker labels).
+    let ext = flotilla(&home, &["extend", "gc-ec2-keep", "1h", "-o", "json"], &[]);
+    assert_eq!(ext.status.code(), Some(0), "extend: {}", stderr(&ext));
+    let ext = json(&ext);
+    assert_eq!(ext["labels_updated"], true, "{ext}");
+    let after = tags("gc-ec2-keep", "io.flotilla.expires-at");
+    let map = after.as_object().expect("map");
+    assert_eq!(
+        map.len(),
+        4,
+        "2 instances, a security group, a key pair: {after}"
+    );
+    assert!(
+        map.values().all(|v| *v == ext["expires_at"]),
+        "{after} vs {ext}"
+    );
+
+    // The operator's state is lost for all three.
+    for d in ["gc-ec2-exp", "gc-ec2-keep", "gc-ec2-orphan"] {
+        std::fs::remove_dir_all(home.path().join("deployments").join(d)).expect("lose the state");
+    }
+    let hand: serde_json::Value =
+        serde_json::from_str(&tool(&["hand-made", "gc-ec2-orphan"])).expect("hand-made JSON");
+    let mut hand_ids: Vec<String> = hand["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    hand_ids.push(hand["security_group"].as_str().expect("sg").into());
+    hand_ids.push(hand["key_pair"].as_str().expect("kp").into());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    // --dry-run lists the expired one and deletes nothing.
+    let dry = gc(&["--dry-run"]);
+    let dry_deleted = names(&dry, "deleted");
+    assert_eq!(dry_deleted.len(), 4, "{dry}");
+    assert!(
+        dry_deleted.iter().all(|d| d.ends_with(" gc-ec2-exp")),
+        "{dry}"
+    );
+    assert_eq!(
+        inventory("gc-ec2-exp")["instances"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    // Default grace: the expired deployment goes by its tags; the others stay.
+    let first = gc(&["--yes"]);
+    assert_eq!(names(&first, "deleted").len(), 4, "{first}");
+    assert_eq!(
+        inventory("gc-ec2-exp"),
+        empty,
+        "nothing of the expired deployment is left"
+    );
+    assert!(first["kept"].to_string().contains("grace"), "{first}");
+    assert_eq!(
+        inventory("gc-ec2-orphan")["instances"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "the orphan's two instances are too young; the half-tagged one is not flotilla's"
+    );
+
+    // No grace: the untagged-expiry orphan goes; the one whose tags say "not yet" stays; the
+    // hand-made resources are never listed.
+    let last = gc(&["--yes", "--grace", "0s"]);
+    let deleted = names(&last, "deleted");
+    assert_eq!(deleted.len(), 4, "{last}");
+    assert!(
+        deleted.iter().all(|d| d.ends_with(" gc-ec2-orphan")),
+        "{last}"
+    );
+    let left = inventory("gc-ec2-orphan");
+    assert_eq!(
+        left,
+        serde_json::json!({"instances": [hand["instances"][1]], "security_groups": [], "key_pairs": []}),
+        "only the hand-made instance with a deployment tag but no `managed` tag is left"
+    );
+    assert_eq!(
+        inventory("gc-ec2-keep")["instances"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(last["kept"].to_string().contains("expires at"), "{last}");
+    let alive: Vec<String> = serde_json::from_str(&tool(&{
+        let mut a = vec!["exists"];
+        a.extend(hand_ids.iter().map(String::as_str));
+        a
+    }))
+    .expect("exists JSON");
+    assert_eq!(
+        alive, hand_ids,
+        "resources without flotilla's tags were not touched"
+    );
+    assert!(!last.to_string().contains("hand-made"), "{last}");
+}

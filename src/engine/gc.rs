@@ -125,7 +125,7 @@ pub fn provider_only_blueprint(path: &std::path::Path) -> Result<Blueprint> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     let wrapped = format!(
-        "{text}\nname: gc\ncluster:\n  kind: none\ngroups:\n  gc:\n    role: worker\n    count: 0\n"
+        "{text}\nname: gc\ncluster:\n  kind: none\ngroups:\n  gc:\n    role: worker\n    count: 1\n"
     );
     Ok(crate::blueprint::load_str(&wrapped, path, &[])?)
 }
@@ -472,6 +472,21 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_config_file_loads_and_its_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = dir.path().join("docker.yaml");
+        std::fs::write(&ok, "provider:\n  kind: docker\n  subnet: 10.198.9.0/24\n").expect("write");
+        let bp = provider_only_blueprint(&ok).expect("a provider section is enough");
+        assert!(matches!(bp.provider, ProviderConfig::Docker(_)));
+        let bad = dir.path().join("ec2.yaml");
+        std::fs::write(&bad, "provider:\n  kind: ec2\n  region: us-east-1\n").expect("write");
+        let e = provider_only_blueprint(&bad)
+            .expect_err("ec2 needs an ami")
+            .to_string();
+        assert!(e.contains("ec2.yaml") && e.contains("ami"), "{e}");
+    }
 
     fn res(
         kind: &str,

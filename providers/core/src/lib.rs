@@ -8,6 +8,7 @@
 pub mod backoff;
 mod error;
 pub mod fake;
+pub mod time;
 mod types;
 
 pub use error::ProviderError;

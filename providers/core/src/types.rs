@@ -13,6 +13,9 @@ pub mod labels {
     /// When the deployment expires (RFC 3339, UTC): `gc` deletes it after that, even when the
     /// operator's state is lost.
     pub const EXPIRES_AT: &str = "io.flotilla.expires-at";
+    /// When flotilla created the resource (RFC 3339, UTC), on resources whose API reports no
+    /// creation time (an EC2 security group): `gc`'s grace period needs an age.
+    pub const CREATED_AT: &str = "io.flotilla.created-at";
 }
 
 /// Which deployment a call is about. Providers filter every describe by it.

@@ -3,7 +3,7 @@
 
 use crate::{api, is_not_found, DockerProvider};
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
-use flotilla_provider_core::{labels, ManagedResource, ProviderError, ResourceScope};
+use flotilla_provider_core::{labels, time, ManagedResource, ProviderError, ResourceScope};
 use std::collections::HashMap;
 
 fn managed_filter() -> HashMap<String, Vec<String>> {
@@ -32,12 +32,6 @@ fn resource(
         created_at,
         expires_at: l.get(labels::EXPIRES_AT).cloned(),
     })
-}
-
-/// Docker reports network and volume times with the engine's local offset and nanoseconds;
-/// normalised to RFC 3339 UTC so `gc` compares like with like.
-fn normalise(t: &str) -> Option<String> {
-    t.parse::<jiff::Timestamp>().ok().map(|t| t.to_string())
 }
 
 impl DockerProvider {
@@ -82,7 +76,7 @@ impl DockerProvider {
             .await
             .map_err(|e| api("list volumes", e))?;
         for v in volumes.volumes.unwrap_or_default() {
-            let created = v.created_at.as_deref().and_then(normalise);
+            let created = v.created_at.as_deref().and_then(time::utc);
             out.extend(resource(
                 "volume",
                 v.name.clone(),
@@ -103,7 +97,7 @@ impl DockerProvider {
             let (Some(id), Some(l)) = (n.id, n.labels) else {
                 continue;
             };
-            let created = n.created.as_deref().and_then(normalise);
+            let created = n.created.as_deref().and_then(time::utc);
             out.extend(resource(
                 "network",
                 id,
@@ -137,15 +131,6 @@ impl DockerProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn engine_times_become_utc() {
-        assert_eq!(
-            normalise("2026-11-28T17:20:01.123456789+01:00").as_deref(),
-            Some("2026-11-28T16:20:01.123456789Z")
-        );
-        assert_eq!(normalise("yesterday"), None);
-    }
 
     #[test]
     fn only_resources_with_a_deployment_label_are_listed() {

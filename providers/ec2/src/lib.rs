@@ -9,6 +9,7 @@
 
 mod client;
 mod config;
+mod gc;
 mod names;
 
 pub use client::{Ec2Api, Stats};
@@ -21,10 +22,11 @@ use aws_sdk_ec2::types::{
     UserIdGroupPair,
 };
 use flotilla_provider_core::{
-    labels, CreateRequest, MachineId, NodeInfo, NodeState, Ownership, Provider, ProviderError, Role,
+    labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeState, Ownership, Provider,
+    ProviderError, Role,
 };
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::info;
 
@@ -56,13 +58,19 @@ fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
-/// The tags that mark a deployment-wide resource (key pair, security group) as this deployment's.
+/// The tags that mark a deployment-wide resource (key pair, security group) as this deployment's:
+/// deployment, managed, expiry, and the creation time (EC2 reports none for security groups, and
+/// `gc`'s grace period needs an age).
 fn owner_tags(resource: ResourceType, owner: &Ownership) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(resource)
-        .tags(tag(labels::DEPLOYMENT, &owner.deployment))
-        .tags(tag(labels::MANAGED, "true"))
-        .build()
+    let mut b = TagSpecification::builder().resource_type(resource);
+    for (k, v) in owner.base_labels() {
+        b = b.tags(tag(&k, &v));
+    }
+    b.tags(tag(
+        labels::CREATED_AT,
+        &flotilla_provider_core::time::now_rfc3339(),
+    ))
+    .build()
 }
 
 fn filter(name: &str, values: &[&str]) -> Filter {
@@ -74,8 +82,11 @@ fn filter(name: &str, values: &[&str]) -> Filter {
 }
 
 fn tags_of(i: &Instance) -> BTreeMap<&str, &str> {
-    i.tags()
-        .iter()
+    tag_map(i.tags())
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<&str, &str> {
+    tags.iter()
         .filter_map(|t| Some((t.key()?, t.value()?)))
         .collect()
 }
@@ -501,6 +512,16 @@ impl Ec2Provider {
 
     /// Every live instance of the deployment, one paginated DescribeInstances by tag.
     async fn describe_raw(&self, owner: &Ownership) -> Result<Vec<Instance>, ProviderError> {
+        self.describe_tagged(labels::DEPLOYMENT, &owner.deployment)
+            .await
+    }
+
+    /// Every live instance whose tag `key` has `value`, one paginated DescribeInstances.
+    async fn describe_tagged(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Instance>, ProviderError> {
         let c = &self.api.client;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -509,10 +530,7 @@ impl Ec2Provider {
                 .api
                 .call("DescribeInstances", || {
                     c.describe_instances()
-                        .filters(filter(
-                            &format!("tag:{}", labels::DEPLOYMENT),
-                            &[&owner.deployment],
-                        ))
+                        .filters(filter(&format!("tag:{key}"), &[value]))
                         .filters(filter(
                             "instance-state-name",
                             &["pending", "running", "stopping", "stopped", "shutting-down"],
@@ -638,8 +656,12 @@ impl Provider for Ec2Provider {
                     .tags(tag(labels::ROLE, role.as_str()))
                     .tags(tag(labels::RUN, &req.run_token))
                     .tags(tag(labels::MANAGED, "true"))
-                    .tags(tag(NAMES_TAG, &encoded))
-                    .build();
+                    .tags(tag(NAMES_TAG, &encoded));
+                let tags = match &owner.expires_at {
+                    Some(e) => tags.tags(tag(labels::EXPIRES_AT, e)),
+                    None => tags,
+                }
+                .build();
                 let out = self
                     .api
                     .call("RunInstances", || {
@@ -851,26 +873,8 @@ impl Provider for Ec2Provider {
             })
             .await?;
         for sg in sgs.security_groups() {
-            let Some(id) = sg.group_id() else { continue };
-            let start = Instant::now();
-            loop {
-                match self
-                    .api
-                    .call("DeleteSecurityGroup", || {
-                        c.delete_security_group().group_id(id).send()
-                    })
-                    .await
-                {
-                    Ok(_) | Err(ProviderError::NotFound { .. }) => break,
-                    // Network interfaces of just-terminated instances linger for a while.
-                    Err(ProviderError::Api { message, .. })
-                        if message.contains("DependencyViolation")
-                            && start.elapsed() < Duration::from_secs(300) =>
-                    {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
+            if let Some(id) = sg.group_id() {
+                self.delete_security_group(id).await?;
             }
         }
         let kps = self
@@ -881,19 +885,26 @@ impl Provider for Ec2Provider {
             .await?;
         for kp in kps.key_pairs() {
             if let Some(name) = kp.key_name() {
-                match self
-                    .api
-                    .call("DeleteKeyPair", || {
-                        c.delete_key_pair().key_name(name).send()
-                    })
-                    .await
-                {
-                    Ok(_) | Err(ProviderError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+                self.delete_key_pair(name).await?;
             }
         }
         Ok(())
+    }
+
+    async fn managed_resources(&self) -> Result<Option<Vec<ManagedResource>>, ProviderError> {
+        self.list_managed().await.map(Some)
+    }
+
+    async fn delete_managed(&self, resource: &ManagedResource) -> Result<(), ProviderError> {
+        self.delete_one(resource).await
+    }
+
+    async fn relabel_expiry(
+        &self,
+        owner: &Ownership,
+        expires_at: &str,
+    ) -> Result<bool, ProviderError> {
+        self.retag_expiry(owner, expires_at).await.map(|()| true)
     }
 }
 
