@@ -397,3 +397,185 @@ fn ec2_gc_by_tags_after_the_state_is_lost() {
     );
     assert!(!last.to_string().contains("hand-made"), "{last}");
 }
+
+fn os_tool(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("python3")
+        .arg(crate::common::repo_root().join("integration/openstack/inventory.py"))
+        .args(args)
+        .output()
+        .expect("inventory.py");
+    assert!(
+        out.status.success(),
+        "inventory.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inventory.py JSON")
+}
+
+/// The same rules on a real OpenStack (Nova, Neutron): expiry in server metadata and in Neutron
+/// tags on security groups and floating IPs; `extend` rewrites both; with the state lost, the
+/// expired deployment goes at once, the one without expiry after the grace period, and the one
+/// whose labels say "not yet" stays; a security group, a floating IP and a key pair named like
+/// flotilla's but holding someone else's key survive. Runs stop right after SSH reached the
+/// nodes (`FLOTILLA_FAULT_AT=after-connect`), with servers, floating IPs, security group and
+/// key pair made.
+#[test]
+fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
+    use crate::openstack::{
+        blueprint, empty, exclusive_cloud, flotilla, flotilla_env, inventory, sets, up_args,
+    };
+    require_docker();
+    crate::static_hosts::ensure_node_image_pub();
+    let _one = exclusive_cloud();
+    let home = Home::new();
+    // Floating IPs from the external network; SSH to the fixed IPs, where the hosts live.
+    let bp = home.write(
+        "os-fixed.yaml",
+        &std::fs::read_to_string(blueprint())
+            .expect("blueprint")
+            .replace("  ssh_cidr:", "  address: fixed\n  ssh_cidr:"),
+    );
+    let bp = bp.to_str().expect("utf8").to_string();
+    let provider = home.write(
+        "os-provider.yaml",
+        "provider:\n  kind: openstack\n  image: debian-12\n  flavor: m1.small\n  network: private\n",
+    );
+    let provider = provider.to_str().expect("utf8");
+    let crashed_up = |name: &str, ttl: Option<&str>| {
+        let s = sets(name, &["workers=0", "fip_pool=public"]);
+        let mut extra = vec![];
+        if let Some(t) = ttl {
+            extra.extend(["--ttl", t]);
+        }
+        let out = flotilla_env(
+            &home,
+            &up_args(&bp, &s, &extra),
+            "secret",
+            &[("FLOTILLA_FAULT_AT", "after-connect")],
+        );
+        assert_eq!(
+            out.status.code(),
+            None,
+            "stopped after connecting: {}",
+            stderr(&out)
+        );
+        let inv = inventory(name);
+        for (k, n) in [
+            ("servers", 1),
+            ("floating_ips", 1),
+            ("security_groups", 1),
+            ("key_pairs", 1),
+        ] {
+            assert_eq!(inv[k].as_array().map(Vec::len), Some(n), "{k}: {inv}");
+        }
+    };
+    let gc = |extra: &[&str]| {
+        let mut args = vec![
+            "gc",
+            "--provider-config",
+            provider,
+            "--match",
+            "gc-os-*",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = flotilla(&home, &args, "secret");
+        assert_eq!(out.status.code(), Some(0), "gc: {}", stderr(&out));
+        json(&out)
+    };
+
+    crashed_up("gc-os-exp", Some("1s"));
+    crashed_up("gc-os-keep", Some("2h"));
+    crashed_up("gc-os-orphan", None);
+    let before = os_tool(&["tags", "gc-os-keep", "io.flotilla.expires-at"]);
+    let before = before.as_object().expect("map");
+    assert_eq!(
+        before.len(),
+        3,
+        "server, security group, floating IP: {before:?}"
+    );
+    assert!(
+        before.values().all(|v| v.is_string()),
+        "all carry the expiry: {before:?}"
+    );
+
+    // `extend` rewrites server metadata and Neutron tags.
+    let ext = flotilla(
+        &home,
+        &["extend", "gc-os-keep", "1h", "-o", "json"],
+        "secret",
+    );
+    assert_eq!(ext.status.code(), Some(0), "extend: {}", stderr(&ext));
+    let ext = json(&ext);
+    assert_eq!(ext["labels_updated"], true, "{ext}");
+    let after = os_tool(&["tags", "gc-os-keep", "io.flotilla.expires-at"]);
+    assert!(
+        after
+            .as_object()
+            .expect("map")
+            .values()
+            .all(|v| *v == ext["expires_at"]),
+        "{after} vs {ext}"
+    );
+
+    for d in ["gc-os-exp", "gc-os-keep", "gc-os-orphan"] {
+        std::fs::remove_dir_all(home.path().join("deployments").join(d)).expect("lose the state");
+    }
+    let hand: Vec<String> = serde_json::from_value(os_tool(&["hand-made"])).expect("ids");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    let dry = gc(&["--dry-run"]);
+    let dry_deleted = names(&dry, "deleted");
+    assert_eq!(dry_deleted.len(), 4, "{dry}");
+    assert!(
+        dry_deleted.iter().all(|d| d.ends_with(" gc-os-exp")),
+        "{dry}"
+    );
+    assert_eq!(
+        inventory("gc-os-exp")["servers"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let first = gc(&["--yes"]);
+    assert_eq!(names(&first, "deleted").len(), 4, "{first}");
+    assert_eq!(
+        inventory("gc-os-exp"),
+        empty(),
+        "nothing of the expired deployment is left"
+    );
+    assert!(first["kept"].to_string().contains("grace"), "{first}");
+    assert_eq!(
+        inventory("gc-os-orphan")["servers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let last = gc(&["--yes", "--grace", "0s"]);
+    let deleted = names(&last, "deleted");
+    assert_eq!(deleted.len(), 4, "{last}");
+    assert!(
+        deleted.iter().all(|d| d.ends_with(" gc-os-orphan")),
+        "{last}"
+    );
+    assert_eq!(inventory("gc-os-orphan"), empty());
+    assert_eq!(
+        inventory("gc-os-keep")["servers"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(last["kept"].to_string().contains("expires at"), "{last}");
+    let mut args = vec!["exists"];
+    args.extend(hand.iter().map(String::as_str));
+    let alive: Vec<String> = serde_json::from_value(os_tool(&args)).expect("ids");
+    assert_eq!(
+        alive, hand,
+        "resources without flotilla's marks were not touched"
+    );
+
+    // Clean up what this test made and gc rightly kept.
+    let mut args = vec!["exists", "--delete"];
+    args.extend(hand.iter().map(String::as_str));
+    os_tool(&args);
+    assert_eq!(os_tool(&["purge", "gc-os-keep"]), empty());
+}

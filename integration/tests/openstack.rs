@@ -13,13 +13,13 @@ static PRISTINE: std::sync::Once = std::sync::Once::new();
 
 /// Serialises the OpenStack tests and starts the first one from the pristine cloud (a DB restore),
 /// so leftovers of an earlier, interrupted run cannot interfere.
-fn exclusive_cloud() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn exclusive_cloud() -> std::sync::MutexGuard<'static, ()> {
     let guard = CLOUD.lock().unwrap_or_else(|p| p.into_inner());
     PRISTINE.call_once(|| testcloud(&["reset"]));
     guard
 }
 
-fn inventory(deployment: &str) -> serde_json::Value {
+pub(crate) fn inventory(deployment: &str) -> serde_json::Value {
     let out = Command::new("python3")
         .arg(repo_root().join("integration/openstack/inventory.py"))
         .arg(deployment)
@@ -33,7 +33,7 @@ fn inventory(deployment: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("inventory JSON")
 }
 
-fn empty() -> serde_json::Value {
+pub(crate) fn empty() -> serde_json::Value {
     serde_json::json!({"servers": [], "floating_ips": [], "security_groups": [], "key_pairs": []})
 }
 
@@ -66,11 +66,16 @@ fn write_clouds(home: &Home, password: &str) -> std::path::PathBuf {
     )
 }
 
-fn flotilla(home: &Home, args: &[&str], password: &str) -> Output {
+pub(crate) fn flotilla(home: &Home, args: &[&str], password: &str) -> Output {
     flotilla_env(home, args, password, &[])
 }
 
-fn flotilla_env(home: &Home, args: &[&str], password: &str, env: &[(&str, &str)]) -> Output {
+pub(crate) fn flotilla_env(
+    home: &Home,
+    args: &[&str],
+    password: &str,
+    env: &[(&str, &str)],
+) -> Output {
     let clouds = write_clouds(home, password);
     let mut c = home.cmd();
     for (k, v) in env {
@@ -98,7 +103,7 @@ fn flotilla_env(home: &Home, args: &[&str], password: &str, env: &[(&str, &str)]
     out
 }
 
-fn up_args<'a>(bp: &'a str, sets: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn up_args<'a>(bp: &'a str, sets: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["up", bp];
     for s in sets {
         v.push("--set");
@@ -108,13 +113,13 @@ fn up_args<'a>(bp: &'a str, sets: &'a [String], extra: &[&'a str]) -> Vec<&'a st
     v
 }
 
-fn sets(name: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn sets(name: &str, extra: &[&str]) -> Vec<String> {
     let mut v = vec![format!("name={name}"), "ssh_user=root".to_string()];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
 
-fn blueprint() -> String {
+pub(crate) fn blueprint() -> String {
     repo_root()
         .join("blueprints/openstack-swarm.yaml")
         .display()

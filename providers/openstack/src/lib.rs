@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod config;
+mod gc;
 mod session;
 
 pub use config::{AddressMode, OpenStackConfig};
@@ -15,15 +16,15 @@ pub use config::{AddressMode, OpenStackConfig};
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::{
-    cluster_ports, labels, CreateRequest, MachineId, NodeInfo, NodeSpec, NodeState, Ownership,
-    PortRule, Provider, ProviderError, Role,
+    cluster_ports, labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeSpec,
+    NodeState, Ownership, PortRule, Provider, ProviderError, Role,
 };
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use session::{api_error, Resend, Service, Session};
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -381,6 +382,19 @@ impl OpenStackProvider {
             }
         };
         let id = sg["id"].as_str().unwrap_or_default().to_string();
+        // Tagged for `gc` (Neutron takes no tags in this create call). Only a group flotilla
+        // made, as its description says: a group the blueprint names and the user made is
+        // used, never marked as flotilla's.
+        let ours =
+            sg["description"] == format!("flotilla deployment {}", owner.deployment).as_str();
+        if ours
+            && !sg["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == labels::MANAGED))
+        {
+            self.put_tags("security-groups", &id, &gc::owner_tags(owner, None))
+                .await?;
+        }
         let rules = sg["security_group_rules"]
             .as_array()
             .cloned()
@@ -514,6 +528,9 @@ impl OpenStackProvider {
         metadata.insert(labels::ROLE.into(), spec.role.as_str().into());
         metadata.insert(labels::RUN.into(), run.into());
         metadata.insert(labels::MANAGED.into(), "true".into());
+        if let Some(e) = &owner.expires_at {
+            metadata.insert(labels::EXPIRES_AT.into(), e.clone());
+        }
         let mut server = json!({
             "name": format!("flotilla-{}-{}", owner.deployment, spec.name),
             "flavorRef": r.flavor_id,
@@ -687,10 +704,18 @@ impl OpenStackProvider {
             )
             .await?;
         if let Some(f) = existing["floatingips"].as_array().and_then(|a| a.first()) {
+            let id = f["id"].as_str().unwrap_or_default();
+            // A run that died between the create and the tagging left it untagged.
+            if !f["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == labels::MANAGED))
+            {
+                self.put_tags("floatingips", id, &gc::owner_tags(owner, Some(node)))
+                    .await?;
+            }
             if f["port_id"] == port.as_str() {
                 return Ok(());
             }
-            let id = f["id"].as_str().unwrap_or_default();
             // Association races with other creates on the same network: 409 is retried.
             let r = self
                 .s
@@ -719,10 +744,15 @@ impl OpenStackProvider {
                 true,
             )
             .await?;
-        if r.status.is_success() {
-            Ok(())
-        } else {
-            Err(api_error("POST floatingips", &r))
+        if !r.status.is_success() {
+            return Err(api_error("POST floatingips", &r));
+        }
+        match r.body["floatingip"]["id"].as_str() {
+            Some(id) => {
+                self.put_tags("floatingips", id, &gc::owner_tags(owner, Some(node)))
+                    .await
+            }
+            None => Ok(()),
         }
     }
 
@@ -1043,28 +1073,8 @@ impl Provider for OpenStackProvider {
             if sg["description"] != format!("flotilla deployment {}", owner.deployment).as_str() {
                 continue;
             }
-            let id = sg["id"].as_str().unwrap_or_default();
-            let start = Instant::now();
-            loop {
-                let r = self
-                    .s
-                    .call(
-                        Service::Network,
-                        Method::DELETE,
-                        &format!("/security-groups/{id}"),
-                        None,
-                        false,
-                    )
-                    .await?;
-                if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
-                    break;
-                }
-                // In use by ports that nova is still removing.
-                if r.status == StatusCode::CONFLICT && start.elapsed() < Duration::from_secs(120) {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    continue;
-                }
-                return Err(api_error("DELETE security-groups", &r));
+            if let Some(id) = sg["id"].as_str() {
+                self.delete_security_group(id).await?;
             }
         }
         // The key pair goes only when flotilla named it and it holds our key.
@@ -1091,6 +1101,22 @@ impl Provider for OpenStackProvider {
             }
         }
         Ok(())
+    }
+
+    async fn managed_resources(&self) -> Result<Option<Vec<ManagedResource>>, ProviderError> {
+        self.list_managed().await.map(Some)
+    }
+
+    async fn delete_managed(&self, resource: &ManagedResource) -> Result<(), ProviderError> {
+        self.delete_one(resource).await
+    }
+
+    async fn relabel_expiry(
+        &self,
+        owner: &Ownership,
+        expires_at: &str,
+    ) -> Result<bool, ProviderError> {
+        self.retag_expiry(owner, expires_at).await.map(|()| true)
     }
 }
 
