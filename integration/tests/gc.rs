@@ -1,8 +1,10 @@
-//! TTLs and `flotilla gc` on the docker provider, against the test bed's real dockerd: an expired
+//! TTLs and `flotilla gc`. On the docker provider, against the test bed's real dockerd: an expired
 //! deployment is removed; a deployment whose state was deleted leaves labelled containers,
 //! volumes and a network that `gc` removes only after the grace period; resources without
 //! flotilla's labels survive; a running `up` (lock held) is never collected under; `--dry-run`
-//! deletes nothing; an expiry label keeps a stateless deployment until it passes.
+//! deletes nothing; an expiry label keeps a stateless deployment until it passes. The same rules
+//! on EC2 (moto) and on the OpenStack test cloud, by their tags and metadata, with `extend`
+//! rewriting them.
 //!
 //! Every `gc` here runs with `--match 'gc-*'`: the engine is shared with the other tests, whose
 //! state lives in other homes.
