@@ -40,7 +40,7 @@ fn tag_value<'a>(tags: &'a Value, key: &str) -> Option<&'a str> {
         .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
 }
 
-fn has_tag(tags: &Value, tag: &str) -> bool {
+pub(crate) fn has_tag(tags: &Value, tag: &str) -> bool {
     tags.as_array()
         .is_some_and(|a| a.iter().any(|t| t.as_str() == Some(tag)))
 }

@@ -387,11 +387,7 @@ impl OpenStackProvider {
         // used, never marked as flotilla's.
         let ours =
             sg["description"] == format!("flotilla deployment {}", owner.deployment).as_str();
-        if ours
-            && !sg["tags"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|t| t == labels::MANAGED))
-        {
+        if ours && !gc::has_tag(&sg["tags"], labels::MANAGED) {
             self.put_tags("security-groups", &id, &gc::owner_tags(owner, None))
                 .await?;
         }
@@ -706,10 +702,7 @@ impl OpenStackProvider {
         if let Some(f) = existing["floatingips"].as_array().and_then(|a| a.first()) {
             let id = f["id"].as_str().unwrap_or_default();
             // A run that died between the create and the tagging left it untagged.
-            if !f["tags"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|t| t == labels::MANAGED))
-            {
+            if !gc::has_tag(&f["tags"], labels::MANAGED) {
                 self.put_tags("floatingips", id, &gc::owner_tags(owner, Some(node)))
                     .await?;
             }
