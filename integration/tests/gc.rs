@@ -234,7 +234,7 @@ fn ec2_gc_by_tags_after_the_state_is_lost() {
     let provider = home.write(
         "ec2-provider.yaml",
         &format!(
-            "provider:\n  kind: ec2\n  region: us-east-1\n  ami: {}\n  instance_type: t3.micro\n  endpoint_url: {PROXY}\n",
+            "provider:\n  kind: ec2\n  region: us-east-1\n  ami: {}\n  instance_type: t3.micro\n  endpoint_url: {PROXY}\n  max_attempts: 1\n",
             cloud.ami
         ),
     );
@@ -264,7 +264,7 @@ fn ec2_gc_by_tags_after_the_state_is_lost() {
     let tags = |name: &str, key: &str| -> serde_json::Value {
         serde_json::from_str(&tool(&["tags", name, key])).expect("tags JSON")
     };
-    let gc = |extra: &[&str]| {
+    let gc_exit = |extra: &[&str], code: i32| {
         let mut args = vec![
             "gc",
             "--provider-config",
@@ -276,9 +276,10 @@ fn ec2_gc_by_tags_after_the_state_is_lost() {
         ];
         args.extend_from_slice(extra);
         let out = flotilla(&home, &args, &[]);
-        assert_eq!(out.status.code(), Some(0), "gc: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(code), "gc: {}", stderr(&out));
         json(&out)
     };
+    let gc = |extra: &[&str]| gc_exit(extra, 0);
     let empty = serde_json::json!({"instances": [], "security_groups": [], "key_pairs": []});
 
     // Every resource carries the expiry and (security group, key pair) its creation time.
@@ -367,9 +368,23 @@ fn ec2_gc_by_tags_after_the_state_is_lost() {
 
     // No grace: the untagged-expiry orphan goes; the one whose tags say "not yet" stays; the
     // hand-made resources are never listed.
-    let last = gc(&["--yes", "--grace", "0s"]);
+    // One delete refused (throttled, and the provider makes one attempt): exit 7, the rest is
+    // deleted, and the next run finishes the job.
+    tool(&["throttle", "DeleteKeyPair", "1"]);
+    let last = gc_exit(&["--yes", "--grace", "0s"], 7);
     let deleted = names(&last, "deleted");
-    assert_eq!(deleted.len(), 4, "{last}");
+    assert_eq!(deleted.len(), 3, "{last}");
+    assert_eq!(names(&last, "failed"), ["key-pair gc-ec2-orphan"], "{last}");
+    let retry = gc(&["--yes", "--grace", "0s"]);
+    assert_eq!(
+        names(&retry, "deleted"),
+        ["key-pair gc-ec2-orphan"],
+        "{retry}"
+    );
+    let deleted: Vec<String> = deleted
+        .into_iter()
+        .chain(names(&retry, "deleted"))
+        .collect();
     assert!(
         deleted.iter().all(|d| d.ends_with(" gc-ec2-orphan")),
         "{last}"

@@ -302,6 +302,12 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
     );
     let rec = home.run(&["manager", "recover", DEPLOYMENT]);
     assert_eq!(rec.status.code(), Some(2), "{}", stderr(&rec));
+    assert!(
+        stderr(&rec).contains("data container flotilla-data is gone")
+            && stderr(&rec).contains("--data BACKUP"),
+        "the refusal says why and what to do: {}",
+        stderr(&rec)
+    );
     let restored = home.run(&[
         "manager",
         "install",

@@ -10,10 +10,14 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::state::{Home, LockError, State};
 use flotilla_provider_core::{ManagedResource, Provider, ResourceScope};
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Deletes of one scope in flight at once, per deployment.
+const DELETE_PARALLELISM: usize = 8;
 
 pub struct GcOptions {
     pub dry_run: bool,
@@ -450,13 +454,28 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
                     continue;
                 }
             };
-            for (r, it) in delete {
-                match provider.delete_managed(&r).await {
-                    Ok(()) => report.deleted.push(it),
-                    Err(e) => report.failed.push(GcItem {
-                        error: Some(e.to_string()),
-                        ..it
-                    }),
+            // Scope by scope (machines, what hangs on them, then what they share), each scope's
+            // deletes in parallel: a cloud takes tens of seconds per terminate-and-wait.
+            let mut delete = delete.into_iter().peekable();
+            while let Some(scope) = delete.peek().map(|(r, _)| r.scope) {
+                let mut batch = Vec::new();
+                while let Some(next) = delete.next_if(|(r, _)| r.scope == scope) {
+                    batch.push(next);
+                }
+                let provider = &provider;
+                let results: Vec<_> = stream::iter(batch)
+                    .map(|(r, it)| async move { (provider.delete_managed(&r).await, it) })
+                    .buffer_unordered(DELETE_PARALLELISM)
+                    .collect()
+                    .await;
+                for (result, it) in results {
+                    match result {
+                        Ok(()) => report.deleted.push(it),
+                        Err(e) => report.failed.push(GcItem {
+                            error: Some(e.to_string()),
+                            ..it
+                        }),
+                    }
                 }
             }
             drop(lock);

@@ -307,6 +307,27 @@ fn recorded(state: &State) -> Result<ManagerRecord> {
     })
 }
 
+/// The recorded manager, its node, and both containers as they are now. Refused when the data
+/// container is gone: `consequence` says what that means for the operation asked for.
+async fn with_data<'t>(
+    state: &State,
+    pool: &SshPool,
+    targets: &'t [Target],
+    consequence: &str,
+) -> Result<(ManagerRecord, &'t Target, ContainerState, ContainerState)> {
+    let m = recorded(state)?;
+    let t = target(targets, &m.node)?;
+    let (data, app) = remote::inspect(pool, t).await?;
+    if !data.present {
+        return Err(ManagerError::Refused(format!(
+            "{}: the data container {DATA_CONTAINER} is gone; {consequence}",
+            m.node
+        ))
+        .into());
+    }
+    Ok((m, t, data, app))
+}
+
 fn report(
     home: &Home,
     state: &State,
@@ -348,17 +369,16 @@ async fn upgrade_opened(
     targets: &[Target],
     opts: &InstallOptions,
 ) -> Result<ManagerReport> {
-    let m = recorded(&state)?;
-    let t = target(targets, &m.node)?;
-    let (data, app) = remote::inspect(pool, t).await?;
-    if !data.present {
-        return Err(ManagerError::Refused(format!(
-            "{}: the data container {DATA_CONTAINER} is gone, so there is nothing to upgrade; `flotilla manager install {name} --data BACKUP` restores from a backup",
-            m.node,
-            name = state.deployment
-        ))
-        .into());
-    }
+    let (m, t, data, app) = with_data(
+        &state,
+        pool,
+        targets,
+        &format!(
+            "there is nothing to upgrade; `flotilla manager install {} --data BACKUP` restores from a backup",
+            state.deployment
+        ),
+    )
+    .await?;
     let tag = opts.image.clone().unwrap_or_else(default_tag);
     let docker = image::local_docker()?;
     let local_id = local_image(&docker, &tag).await?;
@@ -418,17 +438,16 @@ async fn recover_opened(
     pool: &SshPool,
     targets: &[Target],
 ) -> Result<ManagerReport> {
-    let m = recorded(state)?;
-    let t = target(targets, &m.node)?;
-    let (data, app) = remote::inspect(pool, t).await?;
-    if !data.present {
-        return Err(ManagerError::Refused(format!(
-            "{}: the data container {DATA_CONTAINER} is gone, so there is nothing to recover; `flotilla manager install {name} --data BACKUP` restores from a backup",
-            m.node,
-            name = state.deployment
-        ))
-        .into());
-    }
+    let (m, t, data, app) = with_data(
+        state,
+        pool,
+        targets,
+        &format!(
+            "there is nothing to recover; `flotilla manager install {} --data BACKUP` restores from a backup",
+            state.deployment
+        ),
+    )
+    .await?;
     if app.status == "running" && remote::wait_healthy_once(pool, t).await {
         return Ok(report(home, state, &m, "unchanged", data, app));
     }
@@ -465,16 +484,7 @@ async fn backup_opened(
     file: &Path,
 ) -> Result<ManagerReport> {
     use std::os::unix::fs::OpenOptionsExt;
-    let m = recorded(state)?;
-    let t = target(targets, &m.node)?;
-    let (data, app) = remote::inspect(pool, t).await?;
-    if !data.present {
-        return Err(ManagerError::Refused(format!(
-            "{}: the data container {DATA_CONTAINER} is gone; there is nothing to back up",
-            m.node
-        ))
-        .into());
-    }
+    let (m, t, data, app) = with_data(state, pool, targets, "there is nothing to back up").await?;
     let dir = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
