@@ -415,20 +415,6 @@ fn ec2_gc_by_tags_after_the_state_is_lost() {
     assert!(!last.to_string().contains("hand-made"), "{last}");
 }
 
-fn os_tool(args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new("python3")
-        .arg(crate::common::repo_root().join("integration/openstack/inventory.py"))
-        .args(args)
-        .output()
-        .expect("inventory.py");
-    assert!(
-        out.status.success(),
-        "inventory.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("inventory.py JSON")
-}
-
 /// The same rules on a real OpenStack (Nova, Neutron): expiry in server metadata and in Neutron
 /// tags on security groups and floating IPs; `extend` rewrites both; with the state lost, the
 /// expired deployment goes at once, the one without expiry after the grace period, and the one
@@ -439,7 +425,8 @@ fn os_tool(args: &[&str]) -> serde_json::Value {
 #[test]
 fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
     use crate::openstack::{
-        blueprint, empty, exclusive_cloud, flotilla, flotilla_env, inventory, sets, up_args,
+        blueprint, empty, exclusive_cloud, flotilla, flotilla_env, inventory, inventory_py, sets,
+        up_args,
     };
     require_docker();
     crate::static_hosts::ensure_node_image_pub();
@@ -505,7 +492,7 @@ fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
     crashed_up("gc-os-exp", Some("1s"));
     crashed_up("gc-os-keep", Some("2h"));
     crashed_up("gc-os-orphan", None);
-    let before = os_tool(&["tags", "gc-os-keep", "io.flotilla.expires-at"]);
+    let before = inventory_py(&["tags", "gc-os-keep", "io.flotilla.expires-at"]);
     let before = before.as_object().expect("map");
     assert_eq!(
         before.len(),
@@ -526,7 +513,7 @@ fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
     assert_eq!(ext.status.code(), Some(0), "extend: {}", stderr(&ext));
     let ext = json(&ext);
     assert_eq!(ext["labels_updated"], true, "{ext}");
-    let after = os_tool(&["tags", "gc-os-keep", "io.flotilla.expires-at"]);
+    let after = inventory_py(&["tags", "gc-os-keep", "io.flotilla.expires-at"]);
     assert!(
         after
             .as_object()
@@ -539,7 +526,7 @@ fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
     for d in ["gc-os-exp", "gc-os-keep", "gc-os-orphan"] {
         std::fs::remove_dir_all(home.path().join("deployments").join(d)).expect("lose the state");
     }
-    let hand: Vec<String> = serde_json::from_value(os_tool(&["hand-made"])).expect("ids");
+    let hand: Vec<String> = serde_json::from_value(inventory_py(&["hand-made"])).expect("ids");
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     let dry = gc(&["--dry-run"]);
@@ -584,7 +571,7 @@ fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
     assert!(last["kept"].to_string().contains("expires at"), "{last}");
     let mut args = vec!["exists"];
     args.extend(hand.iter().map(String::as_str));
-    let alive: Vec<String> = serde_json::from_value(os_tool(&args)).expect("ids");
+    let alive: Vec<String> = serde_json::from_value(inventory_py(&args)).expect("ids");
     assert_eq!(
         alive, hand,
         "resources without flotilla's marks were not touched"
@@ -593,6 +580,6 @@ fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
     // Clean up what this test made and gc rightly kept.
     let mut args = vec!["exists", "--delete"];
     args.extend(hand.iter().map(String::as_str));
-    os_tool(&args);
-    assert_eq!(os_tool(&["purge", "gc-os-keep"]), empty());
+    inventory_py(&args);
+    assert_eq!(inventory_py(&["purge", "gc-os-keep"]), empty());
 }

@@ -20,17 +20,23 @@ pub(crate) fn exclusive_cloud() -> std::sync::MutexGuard<'static, ()> {
 }
 
 pub(crate) fn inventory(deployment: &str) -> serde_json::Value {
+    inventory_py(&[deployment])
+}
+
+/// `integration/openstack/inventory.py ARGS...` (what the cloud holds, labels, hand-made
+/// resources), its JSON answer.
+pub(crate) fn inventory_py(args: &[&str]) -> serde_json::Value {
     let out = Command::new("python3")
         .arg(repo_root().join("integration/openstack/inventory.py"))
-        .arg(deployment)
+        .args(args)
         .output()
-        .expect("inventory");
+        .expect("inventory.py");
     assert!(
         out.status.success(),
-        "inventory: {}",
+        "inventory.py {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("inventory JSON")
+    serde_json::from_slice(&out.stdout).expect("inventory.py JSON")
 }
 
 pub(crate) fn empty() -> serde_json::Value {

@@ -183,35 +183,15 @@ impl Ec2Provider {
         expires_at: &str,
     ) -> Result<(), ProviderError> {
         let c = &self.api.client;
-        let by_deployment = || filter(&format!("tag:{}", labels::DEPLOYMENT), &[&owner.deployment]);
-        let mut ids: Vec<String> = self
+        let (sgs, kps) = self.shared_resources(owner).await?;
+        let ids: Vec<String> = self
             .describe_raw(owner)
             .await?
             .iter()
             .filter_map(|i| i.instance_id().map(String::from))
+            .chain(sgs.iter().filter_map(|g| g.group_id().map(String::from)))
+            .chain(kps.iter().filter_map(|k| k.key_pair_id().map(String::from)))
             .collect();
-        let sgs = self
-            .api
-            .call("DescribeSecurityGroups", || {
-                c.describe_security_groups().filters(by_deployment()).send()
-            })
-            .await?;
-        ids.extend(
-            sgs.security_groups()
-                .iter()
-                .filter_map(|g| g.group_id().map(String::from)),
-        );
-        let kps = self
-            .api
-            .call("DescribeKeyPairs", || {
-                c.describe_key_pairs().filters(by_deployment()).send()
-            })
-            .await?;
-        ids.extend(
-            kps.key_pairs()
-                .iter()
-                .filter_map(|k| k.key_pair_id().map(String::from)),
-        );
         for batch in ids.chunks(TAG_BATCH) {
             self.api
                 .call("CreateTags", || {

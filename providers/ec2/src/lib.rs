@@ -18,8 +18,8 @@ pub use config::{AddressMode, AmiSpec, Ec2Config};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, Instance, InstanceNetworkInterfaceSpecification,
-    InstanceStateName, InstanceType, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
-    UserIdGroupPair,
+    InstanceStateName, InstanceType, IpPermission, IpRange, KeyPairInfo, ResourceType,
+    SecurityGroup, Tag, TagSpecification, UserIdGroupPair,
 };
 use flotilla_provider_core::{
     labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeState, Ownership, Provider,
@@ -516,6 +516,28 @@ impl Ec2Provider {
             .await
     }
 
+    /// The security groups and key pairs carrying the deployment's tag.
+    async fn shared_resources(
+        &self,
+        owner: &Ownership,
+    ) -> Result<(Vec<SecurityGroup>, Vec<KeyPairInfo>), ProviderError> {
+        let c = &self.api.client;
+        let by_deployment = || filter(&format!("tag:{}", labels::DEPLOYMENT), &[&owner.deployment]);
+        let sgs = self
+            .api
+            .call("DescribeSecurityGroups", || {
+                c.describe_security_groups().filters(by_deployment()).send()
+            })
+            .await?;
+        let kps = self
+            .api
+            .call("DescribeKeyPairs", || {
+                c.describe_key_pairs().filters(by_deployment()).send()
+            })
+            .await?;
+        Ok((sgs.security_groups().to_vec(), kps.key_pairs().to_vec()))
+    }
+
     /// Every live instance whose tag `key` has `value`, one paginated DescribeInstances.
     async fn describe_tagged(
         &self,
@@ -854,8 +876,6 @@ impl Provider for Ec2Provider {
     }
 
     async fn teardown(&self, owner: &Ownership) -> Result<(), ProviderError> {
-        let c = &self.api.client;
-        let tag_filter = filter(&format!("tag:{}", labels::DEPLOYMENT), &[&owner.deployment]);
         // Only what carries this deployment's tag, and only once nothing uses it.
         if !self.describe_raw(owner).await?.is_empty() {
             return Err(ProviderError::Api {
@@ -864,26 +884,13 @@ impl Provider for Ec2Provider {
                 source: None,
             });
         }
-        let sgs = self
-            .api
-            .call("DescribeSecurityGroups", || {
-                c.describe_security_groups()
-                    .filters(tag_filter.clone())
-                    .send()
-            })
-            .await?;
-        for sg in sgs.security_groups() {
+        let (sgs, kps) = self.shared_resources(owner).await?;
+        for sg in &sgs {
             if let Some(id) = sg.group_id() {
                 self.delete_security_group(id).await?;
             }
         }
-        let kps = self
-            .api
-            .call("DescribeKeyPairs", || {
-                c.describe_key_pairs().filters(tag_filter.clone()).send()
-            })
-            .await?;
-        for kp in kps.key_pairs() {
+        for kp in &kps {
             if let Some(name) = kp.key_name() {
                 self.delete_key_pair(name).await?;
             }

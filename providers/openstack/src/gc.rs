@@ -12,7 +12,7 @@
 //!
 //! Ports are Nova's: made for a server and deleted with it, so `gc` has none of its own to find.
 
-use crate::{enc, session::api_error, OpenStackProvider};
+use crate::{enc, session::api_error, OpenStackProvider, SG_DESCRIPTION_PREFIX};
 use flotilla_provider_core::{
     labels, time, ManagedResource, Ownership, ProviderError, ResourceScope,
 };
@@ -65,7 +65,7 @@ fn sg_deployment(sg: &Value) -> Option<String> {
     }
     sg["description"]
         .as_str()?
-        .strip_prefix("flotilla deployment ")
+        .strip_prefix(SG_DESCRIPTION_PREFIX)
         .filter(|d| !d.is_empty() && !d.contains(' '))
         .map(String::from)
 }
@@ -90,6 +90,30 @@ fn key_pair_deployment(kp: &Value) -> Option<String> {
     let d = kp["name"].as_str()?.strip_prefix("flotilla-")?;
     let comment = kp["public_key"].as_str()?.split_whitespace().nth(2)?;
     (comment.strip_prefix("flotilla@") == Some(d)).then(|| d.to_string())
+}
+
+/// A Neutron resource (security group, floating IP) as `gc` lists it: its age from Neutron's
+/// `created_at`, its expiry from its tags.
+fn neutron_resource(
+    kind: &str,
+    res: &Value,
+    id: &str,
+    name: Option<&str>,
+    deployment: String,
+    scope: ResourceScope,
+    node: Option<String>,
+) -> ManagedResource {
+    ManagedResource {
+        kind: kind.into(),
+        id: id.into(),
+        name: name.unwrap_or(id).to_string(),
+        deployment,
+        scope,
+        node,
+        run_token: None,
+        created_at: res["created_at"].as_str().and_then(time::utc),
+        expires_at: tag_value(&res["tags"], labels::EXPIRES_AT).map(String::from),
+    }
 }
 
 impl OpenStackProvider {
@@ -174,17 +198,15 @@ impl OpenStackProvider {
             let (Some(id), Some((dep, node))) = (f["id"].as_str(), fip_owner(f)) else {
                 continue;
             };
-            out.push(ManagedResource {
-                kind: "floating-ip".into(),
-                id: id.into(),
-                name: f["floating_ip_address"].as_str().unwrap_or(id).to_string(),
-                deployment: dep,
-                scope: ResourceScope::NodeAttached,
+            out.push(neutron_resource(
+                "floating-ip",
+                f,
+                id,
+                f["floating_ip_address"].as_str(),
+                dep,
+                ResourceScope::NodeAttached,
                 node,
-                run_token: None,
-                created_at: f["created_at"].as_str().and_then(time::utc),
-                expires_at: tag_value(&f["tags"], labels::EXPIRES_AT).map(String::from),
-            });
+            ));
         }
         let sgs = self
             .s
@@ -194,17 +216,15 @@ impl OpenStackProvider {
             let (Some(id), Some(dep)) = (sg["id"].as_str(), sg_deployment(sg)) else {
                 continue;
             };
-            out.push(ManagedResource {
-                kind: "security-group".into(),
-                id: id.into(),
-                name: sg["name"].as_str().unwrap_or(id).to_string(),
-                deployment: dep,
-                scope: ResourceScope::Deployment,
-                node: None,
-                run_token: None,
-                created_at: sg["created_at"].as_str().and_then(time::utc),
-                expires_at: tag_value(&sg["tags"], labels::EXPIRES_AT).map(String::from),
-            });
+            out.push(neutron_resource(
+                "security-group",
+                sg,
+                id,
+                sg["name"].as_str(),
+                dep,
+                ResourceScope::Deployment,
+                None,
+            ));
         }
         let kps = self
             .s
@@ -317,6 +337,7 @@ impl OpenStackProvider {
             }
         }
         let mine = kv(labels::DEPLOYMENT, &owner.deployment);
+        let expiry_prefix = format!("{}=", labels::EXPIRES_AT);
         for (collection, key) in [
             ("security-groups", "security_groups"),
             ("floatingips", "floatingips"),
@@ -334,13 +355,12 @@ impl OpenStackProvider {
                 let Some(id) = res["id"].as_str() else {
                     continue;
                 };
-                let prefix = format!("{}=", labels::EXPIRES_AT);
                 let mut tags: Vec<String> = res["tags"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(Value::as_str)
-                    .filter(|t| !t.starts_with(&prefix))
+                    .filter(|t| !t.starts_with(&expiry_prefix))
                     .map(String::from)
                     .collect();
                 tags.push(kv(labels::EXPIRES_AT, expires_at));

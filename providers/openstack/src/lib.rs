@@ -64,6 +64,16 @@ fn tag_of(owner: &Ownership) -> String {
     format!("flotilla:{}", owner.deployment)
 }
 
+/// Starts the description of every security group flotilla makes; `gc` reads the deployment
+/// back from it when a run died before the group was tagged.
+const SG_DESCRIPTION_PREFIX: &str = "flotilla deployment ";
+
+/// The description of the deployment's security group: how teardown tells the group flotilla
+/// made from one the blueprint names and the user made.
+fn sg_description(owner: &Ownership) -> String {
+    format!("{SG_DESCRIPTION_PREFIX}{}", owner.deployment)
+}
+
 fn looks_like_uuid(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
@@ -367,7 +377,8 @@ impl OpenStackProvider {
         {
             Some(sg) => sg,
             None => {
-                let body = json!({"security_group": {"name": name, "description": format!("flotilla deployment {}", owner.deployment)}});
+                let body =
+                    json!({"security_group": {"name": name, "description": sg_description(owner)}});
                 let created = self
                     .s
                     .ok(
@@ -385,8 +396,7 @@ impl OpenStackProvider {
         // Tagged for `gc` (Neutron takes no tags in this create call). Only a group flotilla
         // made, as its description says: a group the blueprint names and the user made is
         // used, never marked as flotilla's.
-        let ours =
-            sg["description"] == format!("flotilla deployment {}", owner.deployment).as_str();
+        let ours = sg["description"] == sg_description(owner).as_str();
         if ours && !gc::has_tag(&sg["tags"], labels::MANAGED) {
             self.put_tags("security-groups", &id, &gc::owner_tags(owner, None))
                 .await?;
@@ -1063,7 +1073,7 @@ impl Provider for OpenStackProvider {
             .await?;
         for sg in v["security_groups"].as_array().into_iter().flatten() {
             // Only the group this deployment made (it says so in its description).
-            if sg["description"] != format!("flotilla deployment {}", owner.deployment).as_str() {
+            if sg["description"] != sg_description(owner).as_str() {
                 continue;
             }
             if let Some(id) = sg["id"].as_str() {
