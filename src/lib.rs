@@ -11,6 +11,7 @@ pub mod docker;
 pub mod engine;
 pub mod error;
 pub mod manager;
+pub mod names;
 pub mod progress;
 pub mod serve;
 pub mod ssh;

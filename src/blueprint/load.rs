@@ -543,6 +543,27 @@ fn check(
             let loc = ctx.index.value("ssh.parallelism");
             ctx.push(loc, "ssh.parallelism", "must be at least 1");
         }
+        // Values that reach the ssh command line.
+        let argv = [
+            s.user
+                .as_deref()
+                .map(|u| ("ssh.user", crate::ssh::argv::check_user("ssh.user", u))),
+            s.jump
+                .as_deref()
+                .map(|j| ("ssh.jump", crate::ssh::argv::check_jump("ssh.jump", j))),
+            s.port
+                .map(|p| ("ssh.port", crate::ssh::argv::check_port("ssh.port", p))),
+        ];
+        for (field, result) in argv.into_iter().flatten() {
+            if let Err(e) = result {
+                let loc = ctx.index.value(field);
+                ctx.push(
+                    loc,
+                    field,
+                    format!("{} is not a valid {}: {}", e.shown, e.what, e.rule),
+                );
+            }
+        }
     }
     let docker: Option<DockerInstallConfig> = match take(root, "docker") {
         Some(v) => ctx.section(v, "docker"),

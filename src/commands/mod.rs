@@ -112,7 +112,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 {
                     println!(
                         "The manager's data is in {}; `flotilla manager install {} --data <that file>` restores it into a new manager.",
-                        home.deployment_dir(&r.deployment)
+                        home.deployment_dir(&r.deployment)?
                             .join(crate::engine::transfer::MANAGER_DATA)
                             .display(),
                         r.deployment

@@ -21,7 +21,7 @@ pub fn run(home: &Home, deployment: &str, node: &str, command: &[String]) -> Res
             "node `{node}` has no address yet; run `flotilla up` again"
         ))
     })?;
-    let dir = home.deployment_dir(deployment);
+    let dir = home.deployment_dir(deployment)?;
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-F").arg(dir.join("ssh_config"));
     cmd.arg("-i").arg(&state.ssh_private_key);
@@ -45,11 +45,14 @@ pub fn run(home: &Home, deployment: &str, node: &str, command: &[String]) -> Res
     if command.is_empty() {
         cmd.args(["-o", "BatchMode=no", "-t"]);
     }
+    crate::ssh::check_target(&t, bp.ssh.jump.as_deref()).map_err(crate::ssh::SshError::from)?;
     if let Some(j) = &bp.ssh.jump {
         cmd.arg("-J").arg(j);
     }
     cmd.arg("-p").arg(t.port.to_string());
-    cmd.arg(format!("{}@{}", t.user, t.address));
+    cmd.arg("-l").arg(&t.user);
+    // The destination after `--`: nothing from the state can become an ssh option.
+    cmd.arg("--").arg(&t.address);
     cmd.args(command);
     let err = cmd.exec();
     Err(Error::Other(format!(

@@ -26,7 +26,7 @@ pub async fn down(
     progress: &Progress,
     wait_lock: Option<Duration>,
 ) -> Result<DownReport> {
-    let dir = home.deployment_dir(name);
+    let dir = home.deployment_dir(name)?;
     let _lock = super::lock_existing(home, name, "down", wait_lock)?;
     let state = home.load_existing(name)?;
     let bp = recorded_blueprint(&state)?;

@@ -481,7 +481,9 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
             drop(lock);
             if !had_state && !home.exists(&dep)? {
                 // The lock left a folder for a deployment that has no state: tidy it.
-                let _ = std::fs::remove_dir_all(home.deployment_dir(&dep));
+                if let Ok(dir) = home.deployment_dir(&dep) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
             }
         }
     }

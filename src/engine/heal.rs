@@ -113,7 +113,7 @@ pub async fn heal(
     progress: &Progress,
     opts: &HealOptions,
 ) -> Result<HealReport> {
-    let dir = home.deployment_dir(name);
+    let dir = home.deployment_dir(name)?;
     let _lock = if opts.dry_run {
         if !home.exists(name)? {
             return Err(crate::state::StoreError::NotFound(name.to_string()).into());

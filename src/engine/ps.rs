@@ -126,7 +126,7 @@ struct Opened {
 fn open(home: &Home, name: &str) -> Result<Opened> {
     let state = home.load_existing(name)?;
     let bp = recorded_blueprint(&state)?;
-    let dir = home.deployment_dir(name);
+    let dir = home.deployment_dir(name)?;
     let scratch = tempfile::tempdir().map_err(|e| Error::Other(e.to_string()))?;
     let (pool, targets) = nodes::pool_for_recorded(
         &bp,

@@ -108,7 +108,7 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
     let mut probes = BTreeMap::new();
     let mut members: Option<Vec<Member>> = None;
     if probe {
-        let dir = home.deployment_dir(name);
+        let dir = home.deployment_dir(name)?;
         // status never changes the pinned keys: the ssh files go to a scratch folder.
         let scratch = tempfile::tempdir().map_err(|e| crate::error::Error::Other(e.to_string()))?;
         let (pool, targets) = super::nodes::pool_for_recorded(

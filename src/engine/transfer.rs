@@ -42,7 +42,7 @@ pub fn export(home: &Home, name: &str) -> Result<Vec<u8>> {
 /// The archive, with a manager backup added when given.
 pub fn export_with(home: &Home, name: &str, manager_data: Option<&[u8]>) -> Result<Vec<u8>> {
     let state = home.load_existing(name)?;
-    let dir = home.deployment_dir(name);
+    let dir = home.deployment_dir(name)?;
     let mut b = tar::Builder::new(Vec::new());
     let manifest = Manifest {
         format: FORMAT,
@@ -152,7 +152,7 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
         )));
     }
     let name = state.deployment.clone();
-    let dir = home.deployment_dir(&name);
+    let dir = home.deployment_dir(&name)?;
     let exists = home.exists(&name)?;
     if exists && !force {
         return Err(Error::Usage(format!(

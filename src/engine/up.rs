@@ -148,7 +148,7 @@ async fn prepare<'a>(
     let dir = if write {
         home.ensure_deployment_dir(&bp.name)?
     } else {
-        home.deployment_dir(&bp.name)
+        home.deployment_dir(&bp.name)?
     };
     let now = now_rfc3339();
     let mut state = home
@@ -787,7 +787,7 @@ async fn converge(
                         run.state.cluster.cluster_id = r.cluster_id.clone();
                     }
                     if let Some(k) = r.kubeconfig.take() {
-                        let path = run.home.deployment_dir(&bp.name).join("kubeconfig");
+                        let path = run.home.deployment_dir(&bp.name)?.join("kubeconfig");
                         crate::state::write_atomic(&path, k.as_bytes()).map_err(|e| {
                             Error::Other(format!("writing {}: {e}", path.display()))
                         })?;

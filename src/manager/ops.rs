@@ -42,8 +42,8 @@ pub struct ManagerReport {
 }
 
 /// The operator's copy of the manager's API token.
-pub fn token_file(home: &Home, deployment: &str) -> PathBuf {
-    home.deployment_dir(deployment).join("manager-token")
+pub fn token_file(home: &Home, deployment: &str) -> Result<PathBuf> {
+    Ok(home.deployment_dir(deployment)?.join("manager-token"))
 }
 
 struct Opened {
@@ -56,7 +56,7 @@ struct Opened {
 fn open(home: &Home, name: &str) -> Result<Opened> {
     let state = home.load_existing(name)?;
     let bp = crate::engine::effective_blueprint(&state)?;
-    let dir = home.deployment_dir(name);
+    let dir = home.deployment_dir(name)?;
     let (pool, targets) =
         crate::engine::nodes::pool_for_recorded(&bp, &state, &dir, Duration::from_secs(30), None)?;
     Ok(Opened {
@@ -221,7 +221,7 @@ pub async fn install_locked(
     let local_id = local_image(&docker, &tag).await?;
     let shipped = remote::ship_image(pool, t, &docker, &tag, &local_id).await?;
     remote::create_data(pool, t, &name, &tag).await?;
-    let tokens = token_file(home, &name);
+    let tokens = token_file(home, &name)?;
     // From here a failure removes both containers again, so a re-run starts clean.
     let seeded: Result<Duration> = async {
         match &opts.data {
@@ -343,7 +343,10 @@ fn report(
         url: url(state, &m.node, m.port),
         image: m.image.clone(),
         image_shipped: false,
-        token_file: token_file(home, &state.deployment).display().to_string(),
+        // The state's name was checked when it was read.
+        token_file: token_file(home, &state.deployment)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         data_container: data,
         app_container: app,
         answered_after: None,
@@ -483,25 +486,20 @@ async fn backup_opened(
     targets: &[Target],
     file: &Path,
 ) -> Result<ManagerReport> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let (m, t, data, app) = with_data(state, pool, targets, "there is nothing to back up").await?;
     let dir = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.partial",
-        file.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "backup".into())
-    ));
-    let std_file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::Usage(format!("{}: {e}", tmp.display())))?;
+    // A new file (O_EXCL, 0600: it holds the SSH key and the API token), renamed into place
+    // once complete; removed when the backup fails.
+    let (std_file, tmp) = tempfile::Builder::new()
+        .prefix(".flotilla-backup.partial.")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(|e| Error::Usage(format!("{}: {e}", dir.display())))?
+        .into_parts();
     let mut out = tokio::fs::File::from_std(std_file);
     let dumped = remote::dump_data(pool, t, &state.deployment, &m.image, &mut out).await;
     let synced = {
@@ -509,12 +507,10 @@ async fn backup_opened(
         out.flush().await.and(out.sync_all().await)
     };
     drop(out);
-    if let Err(e) = dumped {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
+    dumped?;
     synced.map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, file).map_err(|e| Error::Other(format!("{}: {e}", file.display())))?;
+    tmp.persist(file)
+        .map_err(|e| Error::Other(format!("{}: {}", file.display(), e.error)))?;
     let bytes = std::fs::metadata(file).map(|m| m.len()).ok();
     let mut r = report(home, state, &m, "backed-up", data, app);
     r.file = Some(file.display().to_string());

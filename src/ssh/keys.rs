@@ -3,7 +3,6 @@
 
 use super::SshError;
 use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Returns (private key path, public key line).
@@ -64,8 +63,6 @@ pub fn ensure_keypair(
         what: format!("write {}", path.display()),
         source: std::io::Error::other(e.to_string()),
     })?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(local(format!("chmod {}", path.display())))?;
     crate::state::store::write_atomic(&pub_path, format!("{public}\n").as_bytes()).map_err(
         |e| SshError::Local {
             what: format!("write {}", pub_path.display()),

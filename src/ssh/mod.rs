@@ -5,10 +5,14 @@
 
 mod keys;
 mod known_hosts;
+mod master;
 mod pool;
 
+/// What may reach an `ssh` command line (users, hosts, ports, jump hosts).
+pub use flotilla_provider_core::argv;
 pub use keys::ensure_keypair;
 pub use known_hosts::KnownHostsFile;
+pub use master::check_target;
 pub use pool::{
     failure_tail as failure_tail_pub, shell_quote, ByteStream, CommandOutput, SshPool, SshSettings,
     Target,
@@ -39,6 +43,9 @@ pub enum SshError {
         what: String,
         message: String,
     },
+    /// A user, host, port or jump host that may not reach the ssh command line.
+    #[error("{0}")]
+    Invalid(#[from] argv::ArgvError),
     #[error("{what}: {source}")]
     Local {
         what: String,

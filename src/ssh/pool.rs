@@ -3,7 +3,7 @@
 use super::known_hosts::{host_pattern, KnownHostsFile};
 use super::SshError;
 use crate::blueprint::HostKeyPolicy;
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::Session;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,39 +139,6 @@ impl SshPool {
         KnownHostsFile::new(self.settings.known_hosts.clone()).lookup(&t.address, t.port)
     }
 
-    fn builder(&self, t: &Target) -> SessionBuilder {
-        let mut b = SessionBuilder::default();
-        b.user(t.user.clone())
-            .port(t.port)
-            .keyfile(&self.settings.private_key)
-            .config_file(&self.settings.config_file)
-            .connect_timeout(self.settings.connect_timeout)
-            .server_alive_interval(Duration::from_secs(5))
-            .control_directory(&self.settings.control_dir);
-        match self.settings.policy {
-            HostKeyPolicy::Pin => {
-                b.user_known_hosts_file(&self.settings.known_hosts);
-                b.known_hosts_check(if t.pinned_key.is_some() {
-                    KnownHosts::Strict
-                } else {
-                    KnownHosts::Add
-                });
-            }
-            HostKeyPolicy::Strict => {
-                b.user_known_hosts_file(&self.settings.known_hosts);
-                b.known_hosts_check(KnownHosts::Strict);
-            }
-            HostKeyPolicy::Insecure => {
-                b.user_known_hosts_file("/dev/null");
-                b.known_hosts_check(KnownHosts::Accept);
-            }
-        }
-        if let Some(j) = &self.settings.jump {
-            b.jump_hosts([j.as_str()]);
-        }
-        b
-    }
-
     /// Connects (or reuses the node's master), retrying until `boot_timeout` while sshd is not up.
     pub async fn session(&self, t: &Target) -> Result<Arc<Session>, SshError> {
         self.session_within(t, self.settings.boot_timeout).await
@@ -198,16 +165,17 @@ impl SshPool {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let dest = format!("ssh://{}@{}:{}", t.user, bracket(&t.address), t.port);
-            match self.builder(t).connect_mux(&dest).await {
+            match super::master::launch(&self.settings, t).await {
                 Ok(s) => {
                     debug!(node = %t.node, attempts, "ssh connected");
                     let s = Arc::new(s);
                     self.sessions.lock().await.insert(key, s.clone());
                     return Ok(s);
                 }
-                Err(e) => {
-                    let message = error_chain(&e);
+                Err(super::master::LaunchError::Invalid(e)) => {
+                    return Err(SshError::Invalid(e));
+                }
+                Err(super::master::LaunchError::Failed(message)) => {
                     if message.contains("Host key verification failed")
                         || message.contains("IDENTIFICATION HAS CHANGED")
                     {
@@ -448,14 +416,6 @@ pub fn failure_tail(out: &CommandOutput) -> String {
     }
     let tail: Vec<&str> = lines.iter().rev().take(6).rev().copied().collect();
     format!("exit {}: {}", out.status, tail.join(" | "))
-}
-
-fn bracket(address: &str) -> String {
-    if address.contains(':') {
-        format!("[{address}]")
-    } else {
-        address.to_string()
-    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -196,6 +196,63 @@ impl State {
     }
 }
 
+impl State {
+    /// Every name and SSH value a state carries, checked as if it came from outside (a state
+    /// may come from an export archive or a shared backend): the deployment must be `expected`,
+    /// node, group and service names follow the blueprint's rule, users and jump hosts may not
+    /// become ssh options. Returns what is wrong, one item per value.
+    pub fn trust_problems(&self, expected: &str) -> Vec<String> {
+        use crate::names::{check, shown, NameKind};
+        let mut names: Vec<(NameKind, String, &str)> =
+            vec![(NameKind::Deployment, "deployment".into(), &self.deployment)];
+        for (key, n) in &self.nodes {
+            names.push((NameKind::Node, format!("nodes.{key}"), key));
+            names.push((NameKind::Group, format!("nodes.{key}.group"), &n.group));
+        }
+        for g in self.next_index.keys().chain(self.count_overrides.keys()) {
+            names.push((NameKind::Group, "groups".into(), g));
+        }
+        for s in self.services_deployed.keys() {
+            names.push((NameKind::Service, "services_deployed".into(), s));
+        }
+        if let Some(m) = &self.manager {
+            names.push((NameKind::Node, "manager.node".into(), &m.node));
+        }
+        let mut out: Vec<String> = names
+            .into_iter()
+            .filter_map(|(kind, field, value)| {
+                check(kind, value).err().map(|e| format!("{field}: {e}"))
+            })
+            .collect();
+        if self.deployment != expected {
+            out.push(format!(
+                "deployment: the state names {} but is stored as {}",
+                shown(&self.deployment),
+                shown(expected)
+            ));
+        }
+        for (key, n) in &self.nodes {
+            if n.name != *key {
+                out.push(format!(
+                    "nodes.{key}.name: {} differs from its key",
+                    shown(&n.name)
+                ));
+            }
+        }
+        let users = std::iter::once(("ssh_user".to_string(), &self.ssh_user)).chain(
+            self.nodes
+                .iter()
+                .map(|(k, n)| (format!("nodes.{k}.ssh_user"), &n.ssh_user)),
+        );
+        for (field, user) in users.filter(|(_, u)| !u.is_empty()) {
+            if let Err(e) = crate::ssh::argv::check_user(&field, user) {
+                out.push(e.to_string());
+            }
+        }
+        out
+    }
+}
+
 /// Upgrades an older state document to the current format.
 pub fn migrate(mut doc: serde_json::Value) -> Result<serde_json::Value, String> {
     let version = doc

@@ -5,9 +5,9 @@ use super::backend::{FileBackend, HeldLock, LockAttempt, StateBackend};
 use super::lock::{Holder, LockError};
 use super::model::{migrate, State};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +38,9 @@ pub enum StoreError {
     LockLost(String),
     #[error("state backend {url}: {message}")]
     Backend { url: String, message: String },
+    /// A name that may not become a path or a key (`..`, `/`, a leading `-`, ...).
+    #[error(transparent)]
+    InvalidName(#[from] crate::names::NameError),
 }
 
 fn fmt_version(v: Option<u64>) -> String {
@@ -138,7 +141,7 @@ impl Home {
     pub fn with_backend(root: PathBuf, backend: Arc<dyn StateBackend>) -> Self {
         Self {
             root,
-            backend,
+            backend: super::backend::checked(backend),
             versions: Arc::default(),
             tokens: Arc::default(),
         }
@@ -157,12 +160,15 @@ impl Home {
         self.root.join("deployments")
     }
 
-    pub fn deployment_dir(&self, name: &str) -> PathBuf {
-        self.deployments_dir().join(name)
+    /// `<home>/deployments/<name>`: only ever for a valid deployment name, so no name can
+    /// point outside the home.
+    pub fn deployment_dir(&self, name: &str) -> Result<PathBuf, StoreError> {
+        crate::names::check(crate::names::NameKind::Deployment, name)?;
+        Ok(self.deployments_dir().join(name))
     }
 
     pub fn ensure_deployment_dir(&self, name: &str) -> Result<PathBuf, StoreError> {
-        let dir = self.deployment_dir(name);
+        let dir = self.deployment_dir(name)?;
         fs::create_dir_all(&dir).map_err(io(&dir, "cannot create the deployment directory"))?;
         // Keys and state live here: owner only.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
@@ -179,13 +185,15 @@ impl Home {
         Ok(self.backend.read(name)?.is_some())
     }
 
-    pub fn state_path(&self, name: &str) -> PathBuf {
-        self.deployment_dir(name).join("state.json")
+    pub fn state_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.deployment_dir(name)?.join("state.json"))
     }
 
-    /// Parses a stored state (any version this flotilla can migrate).
+    /// Parses a stored state (any version this flotilla can migrate). A state is checked like
+    /// anything from outside: its names and SSH users must be valid and it must name itself
+    /// `name` (a state from a shared backend or an archive cannot point elsewhere).
     pub fn parse_state(&self, name: &str, body: &[u8]) -> Result<State, StoreError> {
-        let path = self.state_path(name);
+        let path = self.state_path(name)?;
         let corrupt = |message: String| StoreError::Corrupt {
             path: path.clone(),
             message,
@@ -197,7 +205,12 @@ impl Home {
             doc = env.state;
         }
         let doc = migrate(doc).map_err(corrupt)?;
-        serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))
+        let state: State = serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))?;
+        let problems = state.trust_problems(name);
+        if !problems.is_empty() {
+            return Err(corrupt(problems.join("; ")));
+        }
+        Ok(state)
     }
 
     pub fn load(&self, name: &str) -> Result<Option<State>, StoreError> {
@@ -271,14 +284,15 @@ impl Home {
     }
 
     fn body_of(&self, state: &State) -> Result<Vec<u8>, StoreError> {
+        let path = self.state_path(&state.deployment)?;
         let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            path: self.state_path(&state.deployment),
+            path: path.clone(),
             message: e.to_string(),
         };
         if self.local() {
             return serde_json::to_vec_pretty(state).map_err(corrupt);
         }
-        let dir = self.deployment_dir(&state.deployment);
+        let dir = self.deployment_dir(&state.deployment)?;
         let mut files = std::collections::BTreeMap::new();
         for f in CARRIED_FILES {
             let path = if *f == "id_ed25519" {
@@ -301,8 +315,8 @@ impl Home {
 
     /// Removes a deployment's state (after `down`) and its local folder.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let dir = self.deployment_dir(name)?;
         self.backend.delete(name)?;
-        let dir = self.deployment_dir(name);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -433,26 +447,27 @@ impl Drop for DeploymentLock {
     }
 }
 
-/// temp file in the same directory -> write -> fsync -> rename -> fsync(dir); mode 0600.
+/// A new file in the same directory (created with `O_EXCL`, mode 0600 from the start, so
+/// never through a file or link someone placed there) -> write -> fsync -> rename over `path`
+/// -> fsync(dir). Every file flotilla writes that may hold a secret goes through here.
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp, "cannot create a temporary file"))?;
-        f.write_all(body).map_err(io(&tmp, "cannot write"))?;
-        f.sync_all().map_err(io(&tmp, "cannot fsync"))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path, "cannot rename the temporary file into place"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.tmp.",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+        ))
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(io(dir, "cannot create a temporary file"))?;
+    tmp.write_all(body)
+        .map_err(io(tmp.path(), "cannot write"))?;
+    tmp.as_file().sync_all().map_err(io(path, "cannot fsync"))?;
+    tmp.persist(path)
+        .map_err(|e| io(path, "cannot rename the temporary file into place")(e.error))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir, "cannot fsync the directory"))?;
@@ -473,14 +488,15 @@ mod tests {
         home.save(&s).expect("save again");
         let back = home.load_existing("demo").expect("load");
         assert_eq!(back, s);
-        let mode = fs::metadata(home.state_path("demo"))
+        let mode = fs::metadata(home.state_path("demo").expect("path"))
             .expect("meta")
             .permissions()
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(home.deployment_dir("demo").join("state.json.bak").exists());
-        let leftovers: Vec<_> = fs::read_dir(home.deployment_dir("demo"))
+        let dir = home.deployment_dir("demo").expect("dir");
+        assert!(dir.join("state.json.bak").exists());
+        let leftovers: Vec<_> = fs::read_dir(&dir)
             .expect("dir")
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
@@ -490,11 +506,71 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_never_written_through_a_planted_link() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, "untouched").expect("write");
+        let dir = tmp.path().join("d");
+        fs::create_dir(&dir).expect("dir");
+        // The old temporary name, and the target itself, as links to the victim.
+        for name in [
+            format!(".key.tmp.{}", std::process::id()),
+            "key".to_string(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.join(name)).expect("link");
+        }
+        write_atomic(&dir.join("key"), b"secret").expect("write");
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "untouched");
+        let meta = fs::symlink_metadata(dir.join("key")).expect("meta");
+        assert!(
+            meta.file_type().is_file(),
+            "the link was replaced by a file"
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read(dir.join("key")).expect("read"), b"secret");
+    }
+
+    #[test]
+    fn invalid_names_never_become_paths() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(tmp.path().join("home"));
+        for bad in ["../x", "..", "a/b", "-x", "/etc"] {
+            assert!(matches!(
+                home.deployment_dir(bad),
+                Err(StoreError::InvalidName(_))
+            ));
+            assert!(home.ensure_deployment_dir(bad).is_err());
+            assert!(home.load(bad).is_err());
+            assert!(home.lock(bad, "t", None).is_err());
+            assert!(home.remove(bad).is_err());
+        }
+        assert!(!tmp.path().join("x").exists());
+        assert!(!tmp.path().join("home").exists(), "nothing was created");
+    }
+
+    #[test]
+    fn a_state_that_names_another_deployment_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(tmp.path().to_path_buf());
+        let s = State::new("demo", "docker", "t0");
+        home.save(&s).expect("save");
+        let mut other = serde_json::to_value(&s).expect("json");
+        other["deployment"] = "../other".into();
+        let dir = home.deployment_dir("demo").expect("dir");
+        fs::write(dir.join("state.json"), other.to_string()).expect("write");
+        let err = home.load("demo").expect_err("refused");
+        assert!(
+            err.to_string().contains("not a valid deployment name"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn corrupt_state_is_reported_with_its_path() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let home = Home::new(tmp.path().to_path_buf());
         home.ensure_deployment_dir("x").expect("dir");
-        fs::write(home.state_path("x"), "{not json").expect("write");
+        fs::write(home.state_path("x").expect("path"), "{not json").expect("write");
         let err = home.load("x").expect_err("corrupt");
         assert!(err.to_string().contains("state.json"), "{err}");
     }

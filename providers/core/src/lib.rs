@@ -5,6 +5,7 @@
 //! create call itself, so a crashed run's machines are found again by `describe` and are adopted or
 //! deleted by the next run: the provider never has to remember anything between runs.
 
+pub mod argv;
 pub mod backoff;
 mod error;
 pub mod fake;

@@ -1,5 +1,6 @@
 //! Host entries (`[user@]host[:port]`, `[v6addr]:port`) and ansible-style inventory files.
 
+use flotilla_provider_core::argv::{check_host, check_user};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -53,9 +54,10 @@ impl HostEntry {
                 None => (rest.to_string(), None),
             }
         };
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(bad("not a host name or address"));
+        if let Some(u) = &user {
+            check_user("user", u).map_err(|e| bad(&e.to_string()))?;
         }
+        check_host("host", &host).map_err(|e| bad(&e.to_string()))?;
         let port = match port {
             Some(p) => p
                 .parse::<u16>()
@@ -120,6 +122,19 @@ pub fn parse_inventory(text: &str) -> Result<BTreeMap<String, Vec<HostEntry>>, I
                 _ => {}
             }
         }
+        // `ansible_host=` / `ansible_user=` may replace what the entry said: check again.
+        let checked = entry
+            .user
+            .as_deref()
+            .map(|u| check_user("ansible_user", u))
+            .transpose()
+            .and_then(|_| check_host("ansible_host", &entry.host));
+        if let Err(e) = checked {
+            return Err(InventoryError::BadLine {
+                line: i + 1,
+                message: e.to_string(),
+            });
+        }
         groups.entry(current.clone()).or_default().push(entry);
     }
     Ok(groups)
@@ -128,6 +143,23 @@ pub fn parse_inventory(text: &str) -> Result<BTreeMap<String, Vec<HostEntry>>, I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_that_could_become_ssh_options_are_refused() {
+        for bad in [
+            "-oProxyCommand=x@h",
+            "u@-oProxyCommand=x",
+            "a b@h",
+            "u@h;id",
+            "u@$(id)",
+        ] {
+            assert!(HostEntry::parse(bad).is_err(), "{bad}");
+        }
+        let inv = "[workers]\n10.0.0.1 ansible_user=-oProxyCommand=touch\n";
+        assert!(parse_inventory(inv).is_err());
+        let inv = "[workers]\n10.0.0.1 ansible_host=-x\n";
+        assert!(parse_inventory(inv).is_err());
+    }
 
     #[test]
     fn parses_host_forms() {

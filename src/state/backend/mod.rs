@@ -5,11 +5,13 @@
 //! and a lease that dies with its holder (a flock for files, an expiring row for PostgreSQL, an
 //! etcd lease for etcd).
 
+mod checked;
 mod etcd;
 mod file;
 mod postgres;
 mod rt;
 
+pub use checked::checked;
 pub use etcd::EtcdBackend;
 pub use file::FileBackend;
 pub use postgres::PostgresBackend;
@@ -95,6 +97,13 @@ pub trait StateBackend: Send + Sync {
 
 /// `file` (or empty) → the home's own files; `postgres://…` / `postgresql://…` → PostgreSQL.
 pub fn open(url: Option<&str>, home_root: &Path) -> Result<Arc<dyn StateBackend>, StoreError> {
+    open_unchecked(url, home_root).map(checked)
+}
+
+fn open_unchecked(
+    url: Option<&str>,
+    home_root: &Path,
+) -> Result<Arc<dyn StateBackend>, StoreError> {
     match url.map(str::trim).filter(|u| !u.is_empty()) {
         None | Some("file") => Ok(Arc::new(FileBackend::new(home_root.to_path_buf()))),
         Some(u) if u.starts_with("file://") => Ok(Arc::new(FileBackend::new(
