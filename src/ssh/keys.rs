@@ -75,6 +75,7 @@ pub fn ensure_keypair(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn generates_once_and_reuses() {
