@@ -16,4 +16,5 @@ pub mod progress;
 pub mod serve;
 pub mod ssh;
 pub mod state;
+pub mod template;
 pub mod util;

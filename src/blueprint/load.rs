@@ -156,15 +156,10 @@ fn undefined_variable(msg: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
-pub fn render_template(
-    name: &str,
-    template: &str,
-    context: &tera::Context,
-) -> Result<String, (Option<Loc>, String)> {
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
-    if let Err(e) = tera.add_raw_template(name, template) {
-        let msg = tera_message(&e);
+/// Where a Tera error happened in `template`, and what to say.
+fn template_problem(template: &str, e: &tera::Error) -> (Option<Loc>, String) {
+    let msg = tera_message(e);
+    if msg.contains("Failed to parse") || msg.contains("-->") {
         // tera's parse errors carry " --> line:col".
         let loc = msg.split("--> ").nth(1).and_then(|s| {
             let mut it = s
@@ -175,28 +170,46 @@ pub fn render_template(
                 col: it.next()?.parse().ok()?,
             })
         });
-        return Err((
+        return (
             loc,
             format!(
                 "template syntax error: {}",
                 msg.lines().last().unwrap_or(&msg).trim()
             ),
-        ));
+        );
     }
-    tera.render(name, context).map_err(|e| {
-        let msg = tera_message(&e);
-        match undefined_variable(&msg) {
-            Some(var) => (
-                locate_in_template(template, var),
-                if var.starts_with("inputs.") {
-                    format!("undefined template variable `{var}` (declare it under `inputs:` or fix the name)")
-                } else {
-                    format!("undefined template variable `{var}` (templates see `inputs.*`; outputs also see `deployment` and `groups.<group>[i].private_ip|public_ip|name|ssh_address`)")
-                },
-            ),
-            None => (None, format!("template error: {msg}")),
-        }
-    })
+    match undefined_variable(&msg) {
+        Some(var) => (
+            locate_in_template(template, var),
+            if var.starts_with("inputs.") {
+                format!("undefined template variable `{var}` (declare it under `inputs:` or fix the name)")
+            } else {
+                format!("undefined template variable `{var}` (templates see `inputs.*`; outputs also see `deployment` and `groups.<group>[i].private_ip|public_ip|name|ssh_address`)")
+            },
+        ),
+        None => (None, format!("template error: {msg}")),
+    }
+}
+
+/// Renders plain text (an output) in the template sandbox.
+pub fn render_template(
+    name: &str,
+    template: &str,
+    context: &tera::Context,
+) -> Result<String, (Option<Loc>, String)> {
+    crate::template::render_text(name, template, context)
+        .map_err(|e| template_problem(template, &e))
+}
+
+/// Renders a YAML document (a blueprint, a `services:` file) with placeholders for its values:
+/// parse `text`, then `fill` the values into the parsed tree.
+pub fn render_document(
+    name: &str,
+    template: &str,
+    context: &tera::Context,
+) -> Result<crate::template::Rendered, (Option<Loc>, String)> {
+    crate::template::render_document(name, template, context)
+        .map_err(|e| template_problem(template, &e))
 }
 
 fn valid_name(s: &str, max: usize) -> bool {
@@ -223,11 +236,6 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Blueprint, Problems> {
 
 pub fn load_str(text: &str, path: &Path, sets: &[String]) -> Result<Blueprint, Problems> {
     load_checked(text, path, sets, true)
-}
-
-/// A blueprint recorded in a deployment's state (already rendered; referenced files unchecked).
-pub fn load_recorded(text: &str, path: &Path) -> Result<Blueprint, Problems> {
-    load_checked(text, path, &[], false)
 }
 
 fn load_checked(
@@ -304,10 +312,10 @@ fn load_checked(
         return Err(Problems(problems));
     }
 
-    // 3. render
+    // 3. render: values become placeholders, filled into the parsed tree (never pasted).
     let mut context = tera::Context::new();
     context.insert("inputs", &values);
-    let rendered = match render_template(&file, &template_text, &context) {
+    let rendered = match render_document(&file, &template_text, &context) {
         Ok(r) => r,
         Err((loc, msg)) => {
             problems.push(Problem::new(&file, loc, "", msg));
@@ -316,13 +324,34 @@ fn load_checked(
     };
 
     // 4. parse
-    let index = YamlIndex::build(&rendered, 0);
     let mut ctx = Ctx {
         file: &file,
-        index,
+        index: YamlIndex::build(&rendered.text, 0),
         problems,
         check_files,
     };
+    let Some(root) = parse_root(&mut ctx, &rendered.text) else {
+        return Err(Problems(ctx.problems));
+    };
+    let mut root = match rendered.fill(Value::Object(root)) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(Problems(ctx.problems)),
+        Err(msg) => {
+            ctx.push(None, "", msg);
+            return Err(Problems(ctx.problems));
+        }
+    };
+    let outputs = outputs_block.map(|(_, v, idx)| (v, idx));
+    let recorded = recorded_text(&root, outputs.as_ref().map(|(v, _)| v));
+    let bp = check(&mut ctx, &mut root, path, values, outputs, recorded);
+    match bp {
+        Some(bp) if ctx.problems.is_empty() => Ok(bp),
+        _ => Err(Problems(ctx.problems)),
+    }
+}
+
+/// The YAML map at the top of a (rendered or recorded) blueprint, or the problems why not.
+fn parse_root(ctx: &mut Ctx, text: &str) -> Option<Map<String, Value>> {
     for d in ctx.index.duplicates.clone() {
         ctx.push(
             Some(d.second),
@@ -334,9 +363,9 @@ fn load_checked(
         );
     }
     if !ctx.problems.is_empty() {
-        return Err(Problems(ctx.problems));
+        return None;
     }
-    let root: Value = match serde_saphyr::from_str(&rendered) {
+    let root: Value = match serde_saphyr::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let loc = e.location().map(|l| Loc {
@@ -348,24 +377,62 @@ fn load_checked(
                 "",
                 format!("YAML syntax error: {}", first_line(&e.to_string())),
             );
-            return Err(Problems(ctx.problems));
+            return None;
         }
     };
-    let Value::Object(mut root) = root else {
-        ctx.push(
-            Some(Loc { line: 1, col: 1 }),
-            "",
-            "a blueprint is a YAML map with name, provider, cluster and groups",
-        );
+    match root {
+        Value::Object(m) => Some(m),
+        _ => {
+            ctx.push(
+                Some(Loc { line: 1, col: 1 }),
+                "",
+                "a blueprint is a YAML map with name, provider, cluster and groups",
+            );
+            None
+        }
+    }
+}
+
+/// What a deployment records of its blueprint: the rendered tree with the values in place and
+/// the `outputs:` templates, as JSON (valid YAML). `load_recorded` parses it and never renders
+/// it again, so a literal `{{ }}` in it (a Docker log tag) stays literal.
+fn recorded_text(root: &Map<String, Value>, outputs: Option<&Value>) -> String {
+    let mut doc = root.clone();
+    if let Some(o) = outputs {
+        doc.insert("outputs".into(), o.clone());
+    }
+    serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default()
+}
+
+/// A blueprint recorded in a deployment's state (see `recorded_text`; older states recorded
+/// the rendered YAML without its outputs): parsed as it is, never templated, with the inputs
+/// the deployment was made with. Files it names are not checked (`down`, `status` and the
+/// manager's API must work after those files are gone or on another machine).
+pub fn load_recorded(
+    text: &str,
+    path: &Path,
+    inputs: &Map<String, Value>,
+) -> Result<Blueprint, Problems> {
+    let file = path.display().to_string();
+    let mut ctx = Ctx {
+        file: &file,
+        index: YamlIndex::build(text, 0),
+        problems: Vec::new(),
+        check_files: false,
+    };
+    let Some(mut root) = parse_root(&mut ctx, text) else {
         return Err(Problems(ctx.problems));
     };
+    let outputs = root
+        .remove("outputs")
+        .map(|v| (v, YamlIndex::build(text, 0)));
     let bp = check(
         &mut ctx,
         &mut root,
         path,
-        values,
-        outputs_block.map(|(_, v, idx)| (v, idx)),
-        rendered,
+        inputs.clone(),
+        outputs,
+        text.to_string(),
     );
     match bp {
         Some(bp) if ctx.problems.is_empty() => Ok(bp),

@@ -10,6 +10,6 @@ pub mod model;
 pub mod problem;
 mod yaml_index;
 
-pub use load::{load, load_recorded, load_str, outputs_context, render_template};
+pub use load::{load, load_recorded, load_str, outputs_context, render_document, render_template};
 pub use model::*;
 pub use problem::{Problem, Problems};

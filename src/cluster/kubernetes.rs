@@ -258,7 +258,10 @@ impl Kubernetes {
         sans.sort();
         sans.dedup();
         let mut ctx = tera::Context::new();
-        ctx.insert("api", self.kubeadm_api());
+        ctx.insert(
+            "api_version",
+            &format!("kubeadm.k8s.io/{}", self.kubeadm_api()),
+        );
         ctx.insert("advertise", &node.ip);
         ctx.insert("node", &node.name);
         ctx.insert("k8s_version", version.trim());
@@ -280,7 +283,7 @@ impl Kubernetes {
                 .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into()),
         );
         ctx.insert("sans", &sans);
-        let config = super::render_script("init-config.yaml", INIT_CONFIG, &ctx)?;
+        let config = super::render_config("init-config.yaml", INIT_CONFIG, &ctx)?;
         let mut script = write_private("/etc/flotilla/kubeadm-init.yaml", &config);
         script.push_str(
             "kubeadm init --config /etc/flotilla/kubeadm-init.yaml --upload-certs >/var/log/flotilla-kubeadm-init.log 2>&1 \
@@ -355,14 +358,17 @@ impl Kubernetes {
         certificate_key: Option<&str>,
     ) -> Result<(), ClusterError> {
         let mut ctx = tera::Context::new();
-        ctx.insert("api", self.kubeadm_api());
+        ctx.insert(
+            "api_version",
+            &format!("kubeadm.k8s.io/{}", self.kubeadm_api()),
+        );
         ctx.insert("api_server", &join.api_server);
         ctx.insert("token", &join.token);
         ctx.insert("ca_hash", &join.ca_hash);
         ctx.insert("node", &node.name);
         ctx.insert("advertise", &node.ip);
         ctx.insert("certificate_key", &certificate_key);
-        let config = super::render_script("join-config.yaml", JOIN_CONFIG, &ctx)?;
+        let config = super::render_config("join-config.yaml", JOIN_CONFIG, &ctx)?;
         let mut script = write_private("/etc/flotilla/kubeadm-join.yaml", &config);
         script.push_str(
             "kubeadm join --config /etc/flotilla/kubeadm-join.yaml >/var/log/flotilla-kubeadm-join.log 2>&1 \
@@ -737,14 +743,14 @@ mod tests {
         assert!(s.contains("pkgs.k8s.io/core:/stable:/v$want/deb/"));
         crate::util::assert_sh_syntax(&s);
         let mut ctx = tera::Context::new();
-        ctx.insert("api", "v1beta4");
+        ctx.insert("api_version", "kubeadm.k8s.io/v1beta4");
         ctx.insert("api_server", "10.0.0.5:6443");
         ctx.insert("token", "abcdef.0123456789abcdef");
         ctx.insert("ca_hash", "sha256:00");
         ctx.insert("node", "control-plane-2");
         ctx.insert("advertise", "10.0.0.6");
         ctx.insert("certificate_key", &Some("ff".repeat(32)));
-        let j = super::super::render_script("join-config.yaml", JOIN_CONFIG, &ctx).expect("join");
+        let j = super::super::render_config("join-config.yaml", JOIN_CONFIG, &ctx).expect("join");
         assert!(
             j.contains("controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: \"10.0.0.6\""),
             "{j}"

@@ -531,8 +531,15 @@ mod tests {
             &serde_json::json!([{"id": 1, "ip": "10.0.0.1"}, {"id": 2, "ip": "10.0.0.2"}, {"id": 3, "ip": "10.0.0.3"}]),
         );
         let s = super::super::render_script("zookeeper.sh", ZOOKEEPER, &ctx).expect("render");
-        assert!(s.contains("server.1=10.0.0.1:2888:3888\nserver.2=10.0.0.2:2888:3888\nserver.3=10.0.0.3:2888:3888\n"), "{s}");
-        assert!(s.contains("echo \"2\" > /var/lib/zookeeper/myid.flotilla"));
+        for i in 1..=3 {
+            assert!(
+                s.contains(&format!(
+                    "printf 'server.%s=%s:2888:3888\\n' {i} '10.0.0.{i}' >>"
+                )),
+                "{s}"
+            );
+        }
+        assert!(s.contains("printf '%s\\n' 2 > /var/lib/zookeeper/myid.flotilla"));
         crate::util::assert_sh_syntax(&s);
     }
 

@@ -1,6 +1,7 @@
 //! Orchestrators: what forms a cluster out of nodes that run Docker — Swarm, Kubernetes (kubeadm)
 //! and Mesos behind one interface, so up/scale/heal/status do not care which.
 
+pub mod answers;
 pub mod kubernetes;
 pub mod mesos;
 pub mod swarm;
@@ -170,16 +171,23 @@ async fn pipe_to_manager(
     .await
 }
 
-/// Renders one of the cluster templates (tera; they may `{% include "retry.sh" %}`).
+/// Renders one of the cluster scripts (they may `{% include "retry.sh" %}`); every value is
+/// shell-quoted.
 fn render_script(name: &str, template: &str, ctx: &tera::Context) -> Result<String, ClusterError> {
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
-    tera.add_raw_templates(vec![
-        ("retry.sh", crate::docker::install::RETRY),
-        (name, template),
-    ])
-    .and_then(|_| tera.render(name, ctx))
-    .map_err(|e| ClusterError::Cluster(format!("template {name}: {e:?}")))
+    crate::template::render_script(
+        &[
+            ("retry.sh", crate::docker::install::RETRY),
+            (name, template),
+        ],
+        name,
+        ctx,
+    )
+    .map_err(ClusterError::Cluster)
+}
+
+/// Renders one of the cluster's YAML configuration files; every value is a quoted scalar.
+fn render_config(name: &str, template: &str, ctx: &tera::Context) -> Result<String, ClusterError> {
+    crate::template::render_yaml_config(name, template, ctx).map_err(ClusterError::Cluster)
 }
 
 /// The first answer any of the managers gives (they are tried in order), or the last error.

@@ -31,8 +31,9 @@ fn parse_members(out: &str) -> Vec<Member> {
             }
             let labels: BTreeMap<String, String> =
                 serde_json::from_str(f[8].trim()).unwrap_or_default();
+            // A line whose ID is not one is dropped: IDs are reused in scripts.
             Some(Member {
-                id: f[0].to_string(),
+                id: super::answers::member_id(f[0])?,
                 hostname: f[1].to_string(),
                 role: f[2].to_string(),
                 status: f[3].to_string(),
@@ -44,6 +45,57 @@ fn parse_members(out: &str) -> Vec<Member> {
             })
         })
         .collect()
+}
+
+/// The join, through the Engine API (`docker system dial-stdio`, Docker >= 18.09) so that the
+/// token travels only on stdin — inside this script, itself sent on stdin — and never as an
+/// argument a process list would show (`docker swarm join --token` would put it there).
+/// A busy manager answers "will continue in the background" after ~20 s (seen with 30 nodes
+/// on 2 cores): the join is then still going on, so the script waits (bounded) for the node to
+/// become an active member. Prints the node's ID.
+fn join_script(token: &str, advertise: &str, leader_ip: &str) -> String {
+    let body = serde_json::json!({
+        "ListenAddr": "0.0.0.0:2377",
+        "AdvertiseAddr": advertise,
+        "RemoteAddrs": [format!("{leader_ip}:2377")],
+        "JoinToken": token,
+    })
+    .to_string();
+    format!(
+        "resp=$(docker system dial-stdio 2>/dev/null <<'FLOTILLA_JOIN'\n\
+         POST /v1.24/swarm/join HTTP/1.0\n\
+         Host: docker\n\
+         Content-Type: application/json\n\
+         Content-Length: {len}\n\
+         \n\
+         {body}\n\
+         FLOTILLA_JOIN\n\
+         ) || true\n\
+         case \"$resp\" in\n\
+         \x20 'HTTP/1.'?' 200'*) ;;\n\
+         \x20 *'continue in the background'*) ;;\n\
+         \x20 '') echo 'docker system dial-stdio gave no answer (Docker 18.09 or later is needed)' >&2; exit 1 ;;\n\
+         \x20 *) printf '%s\\n' \"$resp\" | tail -n 1 >&2; exit 1 ;;\n\
+         esac\n\
+         i=0\n\
+         until [ \"$(docker info --format '{{{{.Swarm.LocalNodeState}}}}')\" = active ]; do\n\
+         \x20 i=$((i + 1)); [ \"$i\" -lt 280 ] || {{ echo 'the node did not become an active swarm member within 140 s' >&2; exit 1; }}\n\
+         \x20 sleep 0.5\n\
+         done\n\
+         docker info --format '{{{{.Swarm.NodeID}}}}'\n",
+        len = body.len(),
+    )
+}
+
+/// The node ID a node printed, or why it is not one.
+fn node_id(node: &ClusterNode, out: &str) -> Result<String, ClusterError> {
+    super::answers::member_id(out).ok_or_else(|| ClusterError::Node {
+        node: node.name.clone(),
+        message: format!(
+            "answered {} where a swarm node ID was expected",
+            crate::names::shown(out.trim())
+        ),
+    })
 }
 
 /// Every wanted member listed, Ready and Active (or why not).
@@ -123,9 +175,13 @@ impl Swarm {
                 Some(Duration::from_secs(60)),
             )
             .await?;
-        let mut lines = out.lines().map(str::trim).filter(|l| !l.is_empty());
+        let mut lines = out
+            .lines()
+            .map(super::answers::swarm_join_token)
+            .filter(Option::is_some)
+            .flatten();
         match (lines.next(), lines.next()) {
-            (Some(w), Some(m)) => Ok((w.to_string(), m.to_string())),
+            (Some(w), Some(m)) => Ok((w, m)),
             _ => Err(ClusterError::Node {
                 node: leader.name.clone(),
                 message: "could not read the swarm join tokens".into(),
@@ -139,24 +195,7 @@ impl Swarm {
         token: &str,
         leader_ip: &str,
     ) -> Result<String, ClusterError> {
-        // The token travels on stdin (inside the script), never on a command line or in a log.
-        // A busy manager makes `docker swarm join` give up waiting after ~20 s with "will
-        // continue in the background" (seen with 30 nodes on 2 cores): the join is then still
-        // going on, so the script waits (bounded) for the node to become an active member.
-        let script = format!(
-            "if ! out=$(docker swarm join --token {} --advertise-addr {} {}:2377 2>&1); then\n\
-             \x20 case \"$out\" in *'continue in the background'*) ;; *) echo \"$out\" >&2; exit 1 ;; esac\n\
-             fi\n\
-             i=0\n\
-             until [ \"$(docker info --format '{{{{.Swarm.LocalNodeState}}}}')\" = active ]; do\n\
-             \x20 i=$((i + 1)); [ \"$i\" -lt 280 ] || {{ echo 'the node did not become an active swarm member within 140 s' >&2; exit 1; }}\n\
-             \x20 sleep 0.5\n\
-             done\n\
-             docker info --format '{{{{.Swarm.NodeID}}}}'\n",
-            shell_quote(token),
-            shell_quote(&node.ip),
-            leader_ip
-        );
+        let script = join_script(token, &node.ip, leader_ip);
         let out = self
             .pool
             .run_ok(
@@ -167,7 +206,7 @@ impl Swarm {
             )
             .await?;
         info!(node = %node.name, role = %node.role, "joined the swarm");
-        Ok(out.trim().to_string())
+        node_id(node, &out)
     }
 
     /// Waits until `check` holds for the member list, bounded by `settle_timeout`.
@@ -452,7 +491,7 @@ impl Orchestrator for Swarm {
                     Some(Duration::from_secs(30)),
                 )
                 .await?;
-            ids.insert(leader.name.clone(), out.trim().to_string());
+            ids.insert(leader.name.clone(), node_id(&leader, &out)?);
         }
 
         // 4. Every node Ready/Active. A restarted node's engine sometimes does not reconnect to
@@ -498,7 +537,7 @@ impl Orchestrator for Swarm {
                     .run_ok(
                         &leader.target,
                         "docker node update",
-                        &format!("docker node update{args} {id} >/dev/null"),
+                        &format!("docker node update{args} {} >/dev/null", shell_quote(id)),
                         Some(Duration::from_secs(60)),
                     )
                     .await?;
@@ -537,6 +576,7 @@ impl Orchestrator for Swarm {
             .collect();
         // Drain first so tasks move before the node goes (best effort: the node may be dead).
         if let (Some(id), Some(m)) = (member_id, via.first()) {
+            let id = shell_quote(id);
             let _ = self
                 .pool
                 .run(
@@ -587,6 +627,7 @@ impl Orchestrator for Swarm {
             )
             .await;
         if let (Some(id), Some(m)) = (member_id, via.first()) {
+            let id = shell_quote(id);
             self.pool
                 .run_ok(&m.target, "docker node rm", &format!("if ! docker node rm --force {id} >/dev/null 2>&1; then docker node inspect {id} >/dev/null 2>&1 && exit 1; fi; exit 0"), Some(Duration::from_secs(60)))
                 .await?;
@@ -664,6 +705,32 @@ impl Orchestrator for Swarm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_join_token_never_reaches_an_argument_list() {
+        let token =
+            "SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9j1z3puu7rcgdbx";
+        let s = join_script(token, "10.198.0.3", "10.198.0.2");
+        crate::util::assert_sh_syntax(&s);
+        // The token is only in the here-document, the request's body.
+        let (before, rest) = s.split_once("<<'FLOTILLA_JOIN'\n").expect("heredoc");
+        let (heredoc, after) = rest.split_once("\nFLOTILLA_JOIN\n").expect("end");
+        assert!(!before.contains(token) && !after.contains(token));
+        let (head, body) = heredoc.split_once("\n\n").expect("request");
+        assert!(head.starts_with("POST /v1.24/swarm/join HTTP/1.0"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["JoinToken"], token);
+        assert_eq!(v["RemoteAddrs"][0], "10.198.0.2:2377");
+    }
+
+    #[test]
+    fn member_lines_with_hostile_ids_are_dropped() {
+        let out = "x; rm -rf /|w|worker|ready|active||false|10.0.0.1|{}\nabc|w2|worker|ready|active||false|10.0.0.2|{}\n";
+        let ms = parse_members(out);
+        assert_eq!(ms.len(), 1);
+        assert_eq!(ms[0].id, "abc");
+    }
 
     #[test]
     fn parses_node_inspect_lines() {

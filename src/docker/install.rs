@@ -69,16 +69,7 @@ fn method_name(m: InstallMethod) -> &'static str {
 
 /// The complete shell script that installs (if needed), configures and starts Docker.
 pub fn install_script(family: Family, cfg: &DockerInstallConfig) -> Result<String, InstallError> {
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
     let (name, body) = family.template();
-    tera.add_raw_templates(vec![
-        ("retry.sh", RETRY),
-        ("common.sh", COMMON),
-        ("start.sh", START),
-        (name, body),
-    ])
-    .map_err(|e| InstallError::Template(e.to_string()))?;
     let mut ctx = tera::Context::new();
     ctx.insert("method", method_name(cfg.method));
     ctx.insert("version", &cfg.version);
@@ -90,8 +81,28 @@ pub fn install_script(family: Family, cfg: &DockerInstallConfig) -> Result<Strin
         .as_ref()
         .map(|d| serde_json::to_string_pretty(d).unwrap_or_default());
     ctx.insert("daemon_json", &daemon_json);
-    tera.render(name, &ctx)
-        .map_err(|e| InstallError::Template(format!("{e:?}")))
+    ctx.insert("systemd_proxy", &systemd_proxy(&cfg.proxy));
+    let templates = [
+        ("retry.sh", RETRY),
+        ("common.sh", COMMON),
+        ("start.sh", START),
+        (name, body),
+    ];
+    crate::template::render_script(&templates, name, &ctx).map_err(InstallError::Template)
+}
+
+/// The proxy settings as systemd reads an `Environment="…"` value: `%` starts a specifier and
+/// `\` an escape there (the values were already checked to hold no quote or control character).
+fn systemd_proxy(p: &crate::blueprint::ProxyConfig) -> crate::blueprint::ProxyConfig {
+    let esc = |v: &Option<String>| {
+        v.as_ref()
+            .map(|s| s.replace('\\', "\\\\").replace('%', "%%"))
+    };
+    crate::blueprint::ProxyConfig {
+        http: esc(&p.http),
+        https: esc(&p.https),
+        no_proxy: esc(&p.no_proxy),
+    }
 }
 
 /// The offline package set as an uncompressed tar stream (built from a folder, or a tarball read
@@ -197,6 +208,36 @@ mod tests {
     }
 
     #[test]
+    fn hostile_values_stay_one_shell_word() {
+        let hostile = "x'; touch /tmp/flotilla-pwned; echo '$(id)`id`\\";
+        let cfg = DockerInstallConfig {
+            method: InstallMethod::DockerCe,
+            version: Some(hostile.into()),
+            proxy: ProxyConfig {
+                http: Some(hostile.into()),
+                https: None,
+                no_proxy: None,
+            },
+            ..Default::default()
+        };
+        for family in [Family::Debian, Family::Rhel, Family::Alpine] {
+            let s = install_script(family, &cfg).expect("renders");
+            crate::util::assert_sh_syntax(&s);
+            // The export line, run on its own, sets the variable to exactly the value.
+            let line = s
+                .lines()
+                .find(|l| l.starts_with("export http_proxy="))
+                .expect("export line");
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{line}\nprintf %s \"$http_proxy\""))
+                .output()
+                .expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), hostile);
+        }
+    }
+
+    #[test]
     fn debian_distro_uses_docker_io_without_recommends() {
         let s = install_script(Family::Debian, &DockerInstallConfig::default()).expect("renders");
         assert!(s.contains("apt-get install -y -q --no-install-recommends docker.io"));
@@ -210,7 +251,7 @@ mod tests {
             },
         )
         .expect("renders");
-        assert!(ce.contains("docker-ce=5:27.3.1-1~debian.12~bookworm"));
+        assert!(ce.contains("docker-ce='5:27.3.1-1~debian.12~bookworm'"));
         let apt = install_script(
             Family::Debian,
             &DockerInstallConfig {
@@ -219,7 +260,9 @@ mod tests {
             },
         )
         .expect("renders");
-        assert!(apt.contains(r#"Acquire::http::Proxy "http://10.198.0.1:3142";"#));
+        assert!(apt.contains(
+            r#"printf 'Acquire::http::Proxy "%s";\n' 'http://10.198.0.1:3142' > /etc/apt"#
+        ));
     }
 
     #[test]

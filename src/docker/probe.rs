@@ -66,9 +66,11 @@ pub fn parse_probe(out: &str) -> Probe {
         docker_server: (!server.is_empty()).then_some(server),
         swarm: SwarmLocal {
             state: get("swarm_state"),
-            node_id: get("swarm_node_id"),
+            // IDs are reused in scripts on other nodes: anything else reads as none.
+            node_id: crate::cluster::answers::member_id(&get("swarm_node_id")).unwrap_or_default(),
             control: get("swarm_control") == "true",
-            cluster_id: get("swarm_cluster"),
+            cluster_id: crate::cluster::answers::member_id(&get("swarm_cluster"))
+                .unwrap_or_default(),
             managers: get("swarm_managers")
                 .split_whitespace()
                 .map(String::from)

@@ -88,7 +88,7 @@ pub fn recorded_public_key(state: &State) -> String {
 /// Re-reads the blueprint recorded in the state (for `down`/`status` without the file).
 pub fn recorded_blueprint(state: &State) -> Result<Blueprint> {
     let path = Path::new(&state.blueprint_path);
-    crate::blueprint::load_recorded(&state.blueprint_rendered, path).map_err(|p| {
+    crate::blueprint::load_recorded(&state.blueprint_rendered, path, &state.inputs).map_err(|p| {
         Error::Other(format!(
             "the blueprint recorded in the state of `{}` no longer validates: {p}",
             state.deployment

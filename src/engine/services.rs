@@ -2,12 +2,15 @@
 //! `up` (deployed every run: `docker stack deploy` and `kubectl apply` only change what
 //! differs), removed when their entry goes, and removed by `down` on hosts that stay.
 
-use crate::blueprint::{render_template, resolve_from, Blueprint, ServiceSpec};
+use crate::blueprint::{render_document, resolve_from, Blueprint, ServiceSpec};
 use crate::cluster::{ClusterNode, Orchestrator};
 use std::collections::BTreeMap;
 
-/// The text handed to the scheduler: the file rendered with tera (`inputs.*`, `deployment`),
-/// or the inline definition as JSON (which YAML readers, compose and kubectl, accept).
+/// The text handed to the scheduler: the file rendered with tera (`inputs.*`, `deployment`)
+/// — parsed as YAML documents with placeholders, the values filled into the parsed tree (so a
+/// value can never add a key to a compose file or a manifest) and written back as JSON
+/// documents — or the inline definition as JSON (which YAML readers, compose and kubectl,
+/// accept).
 pub fn render(bp: &Blueprint, name: &str, s: &ServiceSpec) -> Result<String, String> {
     let at = format!("services.{name}");
     if let Some(def) = &s.definition {
@@ -23,10 +26,26 @@ pub fn render(bp: &Blueprint, name: &str, s: &ServiceSpec) -> Result<String, Str
     let mut ctx = tera::Context::new();
     ctx.insert("inputs", &bp.inputs);
     ctx.insert("deployment", &bp.name);
-    render_template(&path.display().to_string(), &text, &ctx).map_err(|(loc, msg)| {
+    let shown = path.display().to_string();
+    let rendered = render_document(&shown, &text, &ctx).map_err(|(loc, msg)| {
         let at_line = loc.map(|l| format!(" line {}", l.line)).unwrap_or_default();
-        format!("{at}.file {}{at_line}: {msg}", path.display())
-    })
+        format!("{at}.file {shown}{at_line}: {msg}")
+    })?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered.text)
+        .map_err(|e| format!("{at}.file {shown}: not YAML once rendered: {e}"))?;
+    let mut out = Vec::new();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let doc = rendered
+            .fill(doc)
+            .map_err(|e| format!("{at}.file {shown}: {e}"))?;
+        out.push(serde_json::to_string_pretty(&doc).map_err(|e| format!("{at}: {e}"))?);
+    }
+    // The leading comment also makes kubectl read the stream as YAML documents.
+    Ok(format!(
+        "# {at} of {}, rendered by flotilla\n{}\n",
+        bp.name,
+        out.join("\n---\n")
+    ))
 }
 
 /// Every entry rendered, or every problem (for `validate` and before `up` touches anything).

@@ -2,8 +2,8 @@
 # Docker on Debian and Ubuntu. method: {{ method }}
 {% include "common.sh" %}
 export DEBIAN_FRONTEND=noninteractive
-{% if apt_proxy %}echo 'Acquire::http::Proxy "{{ apt_proxy }}";' > /etc/apt/apt.conf.d/90flotilla-proxy
-{% elif proxy.http %}echo 'Acquire::http::Proxy "{{ proxy.http }}";' > /etc/apt/apt.conf.d/90flotilla-proxy
+{% if apt_proxy %}printf 'Acquire::http::Proxy "%s";\n' {{ apt_proxy }} > /etc/apt/apt.conf.d/90flotilla-proxy
+{% elif proxy.http %}printf 'Acquire::http::Proxy "%s";\n' {{ proxy.http }} > /etc/apt/apt.conf.d/90flotilla-proxy
 {% endif %}
 if ! command -v dockerd >/dev/null 2>&1; then
 {% if method == "distro" %}

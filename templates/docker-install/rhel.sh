@@ -2,7 +2,7 @@
 # Docker on RHEL-family systems (RHEL, CentOS Stream, Rocky, Alma, Fedora). method: {{ method }}
 {% include "common.sh" %}
 PM=dnf; command -v dnf >/dev/null 2>&1 || PM=yum
-{% if proxy.http %}grep -q '^proxy=' /etc/$PM/$PM.conf 2>/dev/null || echo 'proxy={{ proxy.http }}' >> /etc/$PM/$PM.conf
+{% if proxy.http %}grep -q '^proxy=' /etc/$PM/$PM.conf 2>/dev/null || printf 'proxy=%s\n' {{ proxy.http }} >> /etc/$PM/$PM.conf
 {% endif %}
 if ! command -v dockerd >/dev/null 2>&1; then
 {% if method == "distro" %}

@@ -1,17 +1,15 @@
 # --- daemon configuration and start (included by every distro template) ---
 mkdir -p /etc/docker /etc/flotilla
-{% if daemon_json %}cat > /etc/docker/daemon.json <<'FLOTILLA_DAEMON_JSON'
-{{ daemon_json }}
-FLOTILLA_DAEMON_JSON
+{% if daemon_json %}printf '%s\n' {{ daemon_json }} > /etc/docker/daemon.json
 {% endif %}
 if [ -d /run/systemd/system ]; then
 {% if proxy.http or proxy.https %}  mkdir -p /etc/systemd/system/docker.service.d
-  cat > /etc/systemd/system/docker.service.d/flotilla-proxy.conf <<'FLOTILLA_PROXY'
-[Service]
-{% if proxy.http %}Environment="HTTP_PROXY={{ proxy.http }}"
-{% endif %}{% if proxy.https %}Environment="HTTPS_PROXY={{ proxy.https }}"
-{% endif %}{% if proxy.no_proxy %}Environment="NO_PROXY={{ proxy.no_proxy }}"
-{% endif %}FLOTILLA_PROXY
+  {
+    echo '[Service]'
+{% if systemd_proxy.http %}    printf 'Environment="HTTP_PROXY=%s"\n' {{ systemd_proxy.http }}
+{% endif %}{% if systemd_proxy.https %}    printf 'Environment="HTTPS_PROXY=%s"\n' {{ systemd_proxy.https }}
+{% endif %}{% if systemd_proxy.no_proxy %}    printf 'Environment="NO_PROXY=%s"\n' {{ systemd_proxy.no_proxy }}
+{% endif %}  } > /etc/systemd/system/docker.service.d/flotilla-proxy.conf
   systemctl daemon-reload
 {% endif %}  docker version >/dev/null 2>&1 || systemctl enable --now docker >/dev/null 2>&1 || systemctl restart docker
 elif command -v rc-service >/dev/null 2>&1 && [ -d /run/openrc ]; then
@@ -43,4 +41,4 @@ until docker version >/dev/null 2>&1; do
   fi
   sleep 0.2
 done
-echo "docker_server=$(docker version --format '{{ "{{" }}.Server.Version{{ "}}" }}')"
+echo "docker_server=$(docker version --format '{% raw %}{{.Server.Version}}{% endraw %}')"

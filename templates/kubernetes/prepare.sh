@@ -3,8 +3,8 @@
 # a node already prepared for this version only answers the version check.
 set -eu
 {% include "retry.sh" %}
-want="{{ minor }}"
-pin="{{ patch }}"
+want={{ minor }}
+pin={{ patch }}
 have=$(kubeadm version -o short 2>/dev/null || true)
 case "$have" in
   v$want.*) ;;

@@ -28,9 +28,9 @@ syncLimit=5
 dataDir=/var/lib/zookeeper
 clientPort=2181
 4lw.commands.whitelist=ruok,srvr,stat,mntr
-{% for s in servers %}server.{{ s.id }}={{ s.ip }}:2888:3888
-{% endfor %}ZOO
-echo "{{ myid }}" > /var/lib/zookeeper/myid.flotilla
+ZOO
+{% for s in servers %}printf 'server.%s=%s:2888:3888\n' {{ s.id }} {{ s.ip }} >> "$conf/zoo.cfg.flotilla"
+{% endfor %}printf '%s\n' {{ myid }} > /var/lib/zookeeper/myid.flotilla
 zk_running() {
   if [ -d /run/systemd/system ]; then
     systemctl is-active --quiet zookeeper
