@@ -781,7 +781,7 @@ fn check(
 
     let outputs = check_outputs(ctx, outputs, groups.as_deref().unwrap_or(&[]), &inputs);
 
-    Some(Blueprint {
+    let bp = Blueprint {
         source: path.to_path_buf(),
         name: name?,
         description,
@@ -803,7 +803,13 @@ fn check(
         expires_after,
         outputs,
         rendered,
-    })
+    };
+    // Values that reach scripts on the nodes: strict patterns, with the field's location.
+    for (field, msg) in super::values::problems(&bp) {
+        let loc = ctx.index.value(&field);
+        ctx.push(loc, field, msg);
+    }
+    Some(bp)
 }
 
 fn count_of(ctx: &mut Ctx, field: &str, v: &CountValue) -> Option<u32> {

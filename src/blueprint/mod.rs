@@ -8,6 +8,7 @@ mod inputs;
 mod load;
 pub mod model;
 pub mod problem;
+mod values;
 mod yaml_index;
 
 pub use load::{load, load_recorded, load_str, outputs_context, render_document, render_template};
