@@ -739,7 +739,8 @@ fn check(
                     loc,
                     "state.backend",
                     format!(
-                        "`{b}`: expected file, postgres://user@host/db or etcd://host:2379/prefix"
+                        "`{}`: expected file, postgres://user@host/db or etcd://host:2379/prefix",
+                        crate::state::backend::redact(b)
                     ),
                 );
                 None
@@ -803,6 +804,8 @@ fn check(
         expires_after,
         outputs,
         rendered,
+        recorded: !ctx.check_files,
+        confine: None,
     };
     // Values that reach scripts on the nodes: strict patterns, with the field's location.
     for (field, msg) in super::values::problems(&bp) {

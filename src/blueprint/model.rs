@@ -445,6 +445,11 @@ pub struct Blueprint {
     pub outputs: Vec<(String, String)>,
     /// The rendered YAML (kept in state for `plan` diffs and audits).
     pub rendered: String,
+    /// Read back from a deployment's state (`load_recorded`), not from a blueprint file.
+    pub recorded: bool,
+    /// Set for the recorded blueprint of an imported deployment: the files it names are read
+    /// from this folder (the deployment's own) only, never from a path the archive chose.
+    pub confine: Option<PathBuf>,
 }
 
 /// `p` with `~` expanded and, when relative, taken from the folder of the blueprint file `source`.
@@ -462,8 +467,28 @@ pub fn resolve_from(source: &std::path::Path, p: &str) -> std::path::PathBuf {
 
 impl Blueprint {
     /// A path from the blueprint: `~` expanded, relative ones taken from the blueprint's folder.
-    pub fn resolve_path(&self, p: &str) -> std::path::PathBuf {
-        resolve_from(&self.source, p)
+    /// For an imported deployment (`confine`), only a relative path without `..`, inside the
+    /// deployment's folder.
+    pub fn resolve_path(&self, p: &str) -> Result<std::path::PathBuf, String> {
+        use std::path::Component;
+        let Some(dir) = &self.confine else {
+            return Ok(resolve_from(&self.source, p));
+        };
+        let rel = std::path::Path::new(p);
+        let inside = !p.is_empty()
+            && !p.starts_with('~')
+            && rel
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if inside {
+            Ok(dir.join(rel))
+        } else {
+            Err(format!(
+                "{}: this deployment was imported, so the files its blueprint names are read from {} only (relative paths without `..`); `flotilla up` with a blueprint file of this machine uses that file's paths",
+                crate::names::shown(p),
+                dir.display()
+            ))
+        }
     }
 
     pub fn group(&self, name: &str) -> Option<&Group> {

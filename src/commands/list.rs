@@ -13,6 +13,13 @@ pub fn run(home: &Home, json: bool) -> Result<i32> {
             "DEPLOYMENT", "PROVIDER", "CLUSTER", "NODES", "UPDATED", "EXPIRY"
         );
         for r in rows {
+            if let Some(e) = r["error"].as_str() {
+                println!(
+                    "{:<24} cannot be read: {e}",
+                    r["deployment"].as_str().unwrap_or("")
+                );
+                continue;
+            }
             println!(
                 "{:<24} {:<9} {:<8} {:<6} {:<22} {:<24} {}",
                 r["deployment"].as_str().unwrap_or(""),

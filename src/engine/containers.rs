@@ -54,7 +54,7 @@ pub async fn load_tarballs(bp: &Blueprint) -> Result<BTreeMap<String, Tarball>, 
                 .map_err(|e| err(format!("downloading {src}: {e}")))?;
             (b.to_vec(), None)
         } else {
-            let path = bp.resolve_path(src);
+            let path = bp.resolve_path(src).map_err(err)?;
             let b = std::fs::read(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
             (b, Some(path))
         };

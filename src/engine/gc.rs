@@ -324,6 +324,8 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
             .or_insert_with(|| bp.clone());
     }
     let mut states: BTreeMap<String, State> = BTreeMap::new();
+    // Deployments whose state exists but cannot be read: their resources are never orphans.
+    let mut unreadable: std::collections::BTreeSet<String> = Default::default();
     for name in home.list()? {
         if !opts.wants(&name) {
             continue;
@@ -335,16 +337,19 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
                 }
                 states.insert(name, s);
             }
-            Err(e) => report.failed.push(GcItem {
-                error: Some(e.to_string()),
-                ..item(
-                    "deployment",
-                    &name,
-                    &name,
-                    "",
-                    "its state cannot be read".into(),
-                )
-            }),
+            Err(e) => {
+                unreadable.insert(name.clone());
+                report.failed.push(GcItem {
+                    error: Some(e.to_string()),
+                    ..item(
+                        "deployment",
+                        &name,
+                        &name,
+                        "",
+                        "its state cannot be read".into(),
+                    )
+                });
+            }
         }
     }
 
@@ -422,6 +427,21 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
                 .push(r);
         }
         for (dep, resources) in by_deployment {
+            let kept_because = if unreadable.contains(&dep) {
+                Some("its deployment's state exists but cannot be read (fix or restore it; gc never treats it as orphaned)")
+            } else if !crate::names::is_valid(crate::names::NameKind::Deployment, &dep) {
+                Some("its deployment label is not a valid deployment name")
+            } else {
+                None
+            };
+            if let Some(why) = kept_because {
+                report.kept.extend(
+                    resources
+                        .iter()
+                        .map(|r| item(&r.kind, &r.name, &dep, &label, why.to_string())),
+                );
+                continue;
+            }
             let known = states.get(&dep).map(Known::of);
             let holder = home
                 .backend()

@@ -88,12 +88,22 @@ pub fn recorded_public_key(state: &State) -> String {
 /// Re-reads the blueprint recorded in the state (for `down`/`status` without the file).
 pub fn recorded_blueprint(state: &State) -> Result<Blueprint> {
     let path = Path::new(&state.blueprint_path);
-    crate::blueprint::load_recorded(&state.blueprint_rendered, path, &state.inputs).map_err(|p| {
-        Error::Other(format!(
-            "the blueprint recorded in the state of `{}` no longer validates: {p}",
-            state.deployment
-        ))
-    })
+    let mut bp = crate::blueprint::load_recorded(&state.blueprint_rendered, path, &state.inputs)
+        .map_err(|p| {
+            Error::Other(format!(
+                "the blueprint recorded in the state of `{}` no longer validates: {p}",
+                state.deployment
+            ))
+        })?;
+    if state.imported_from.is_some() {
+        // `import` pointed blueprint_path into the deployment's own folder.
+        let dir = path.parent().unwrap_or(Path::new("/nonexistent"));
+        bp.confine = Some(dir.to_path_buf());
+        if let Some(k) = bp.ssh.known_hosts.as_mut() {
+            *k = dir.join("known_hosts").display().to_string();
+        }
+    }
+    Ok(bp)
 }
 
 /// The recorded blueprint with the group sizes `flotilla scale` set.

@@ -80,7 +80,7 @@ pub async fn install_docker(
         )
     })?;
     if bp.docker.method == InstallMethod::Offline && !probe.docker_installed {
-        let path = bp.resolve_path(bp.docker.packages.as_deref().unwrap_or_default());
+        let path = bp.resolve_path(bp.docker.packages.as_deref().unwrap_or_default())?;
         let bundle = offline_bundle(&path).map_err(|e| e.to_string())?;
         let script = format!(
             "mkdir -p {dir} && tar -x -C {dir}",
@@ -216,7 +216,7 @@ pub fn read_preload_archives(bp: &Blueprint) -> Result<Vec<LoadedArchive>, Strin
         .preload_images
         .iter()
         .map(|p| {
-            let path = bp.resolve_path(p);
+            let path = bp.resolve_path(p)?;
             let archive = crate::docker::preload::read_archive(&path).map_err(|e| e.to_string())?;
             let bytes = std::fs::read(&path)
                 .map_err(|e| format!("cannot read the image archive {}: {e}", path.display()))?;

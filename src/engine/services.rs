@@ -2,7 +2,7 @@
 //! `up` (deployed every run: `docker stack deploy` and `kubectl apply` only change what
 //! differs), removed when their entry goes, and removed by `down` on hosts that stay.
 
-use crate::blueprint::{render_document, resolve_from, Blueprint, ServiceSpec};
+use crate::blueprint::{render_document, Blueprint, ServiceSpec};
 use crate::cluster::{ClusterNode, Orchestrator};
 use std::collections::BTreeMap;
 
@@ -20,7 +20,9 @@ pub fn render(bp: &Blueprint, name: &str, s: &ServiceSpec) -> Result<String, Str
         .file
         .as_deref()
         .ok_or_else(|| format!("{at}: needs `file` or `definition`"))?;
-    let path = resolve_from(&bp.source, file);
+    let path = bp
+        .resolve_path(file)
+        .map_err(|e| format!("{at}.file: {e}"))?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("{at}.file: cannot read {}: {e}", path.display()))?;
     let mut ctx = tera::Context::new();

@@ -203,10 +203,21 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
 }
 
 /// One row per deployment under the home: name, provider, cluster, node count, last run.
+/// One row per stored deployment; one whose state cannot be read (damaged, or stored under
+/// a name that is not one) is a row with `error`, not the end of the list.
 pub fn deployments(home: &Home) -> Result<Vec<serde_json::Value>> {
     let mut rows = Vec::new();
     for name in home.list()? {
-        let s = home.load_existing(&name)?;
+        let s = match home.load_existing(&name) {
+            Ok(s) => s,
+            Err(e) => {
+                rows.push(serde_json::json!({
+                    "deployment": crate::names::shown(&name).trim_matches('"'),
+                    "error": e.to_string(),
+                }));
+                continue;
+            }
+        };
         let last = s.runs.last();
         rows.push(serde_json::json!({
             "deployment": name,

@@ -4,7 +4,7 @@
 //! forced (and then under its lock).
 
 use crate::error::{Error, Result};
-use crate::state::{Home, State};
+use crate::state::Home;
 use std::io::Read;
 use std::path::Path;
 
@@ -92,37 +92,72 @@ pub struct ImportReport {
     pub files: Vec<String>,
 }
 
-pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> {
+/// The largest archive `import` reads (the manager's data makes up most of a big one).
+pub const MAX_ARCHIVE: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The entries an export may hold and the largest size each may have: nothing else is read,
+/// and nothing in an archive is ever taken as a path.
+fn entry_limit(name: &str) -> Option<u64> {
+    const MIB: u64 = 1024 * 1024;
+    Some(match name {
+        "manifest.json" => MIB,
+        "state.json" => 64 * MIB,
+        KEY | "id_ed25519.pub" => 64 * 1024,
+        "known_hosts" | "kubeconfig" => 16 * MIB,
+        "journal.jsonl" => 512 * MIB,
+        MANAGER_DATA => MAX_ARCHIVE,
+        _ => return None,
+    })
+}
+
+fn not_an_export(why: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("not a flotilla export: {why}"))
+}
+
+/// The archive's entries by name: regular files only, each name once, each within its limit.
+fn read_entries(archive: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    if archive.len() as u64 > MAX_ARCHIVE {
+        return Err(not_an_export(format!(
+            "larger than {} GiB",
+            MAX_ARCHIVE >> 30
+        )));
+    }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut a = tar::Archive::new(archive);
-    let entries = a
-        .entries()
-        .map_err(|e| Error::Usage(format!("not a flotilla export: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| Error::Usage(format!("not a flotilla export: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| Error::Usage(format!("not a flotilla export: {e}")))?
-            .to_string_lossy()
-            .into_owned();
-        // Only the known flat names: an archive cannot write anywhere else.
-        let allowed = path == "manifest.json"
-            || path == "state.json"
-            || path == KEY
-            || path == format!("{KEY}.pub")
-            || path == MANAGER_DATA
-            || CARRIED.contains(&path.as_str());
-        if !allowed {
-            return Err(Error::Usage(format!(
-                "not a flotilla export: unexpected entry `{path}`"
+    for entry in a.entries().map_err(not_an_export)? {
+        let entry = entry.map_err(not_an_export)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let shown = crate::names::shown(&name);
+        let limit =
+            entry_limit(&name).ok_or_else(|| not_an_export(format!("unexpected entry {shown}")))?;
+        if !entry.header().entry_type().is_file() {
+            return Err(not_an_export(format!("{shown} is not a regular file")));
+        }
+        if files.iter().any(|(n, _)| *n == name) {
+            return Err(not_an_export(format!("{shown} appears twice")));
+        }
+        if entry.size() > limit {
+            return Err(not_an_export(format!(
+                "{shown} is larger than {limit} bytes"
             )));
         }
         let mut body = Vec::new();
         entry
+            .take(limit + 1)
             .read_to_end(&mut body)
-            .map_err(|e| Error::Usage(format!("reading `{path}` from the archive: {e}")))?;
-        files.push((path, body));
+            .map_err(|e| not_an_export(format!("reading {shown}: {e}")))?;
+        if body.len() as u64 > limit {
+            return Err(not_an_export(format!(
+                "{shown} is larger than {limit} bytes"
+            )));
+        }
+        files.push((name, body));
     }
+    Ok(files)
+}
+
+pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> {
+    let files = read_entries(archive)?;
     let get = |n: &str| {
         files
             .iter()
@@ -130,8 +165,7 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
             .map(|(_, b)| b.as_slice())
     };
     let manifest: Manifest = serde_json::from_slice(
-        get("manifest.json")
-            .ok_or_else(|| Error::Usage("not a flotilla export: no manifest.json".into()))?,
+        get("manifest.json").ok_or_else(|| not_an_export("no manifest.json"))?,
     )
     .map_err(|e| Error::Usage(format!("manifest.json: {e}")))?;
     if manifest.format != FORMAT {
@@ -140,18 +174,22 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
             manifest.format
         )));
     }
-    let mut state: State = serde_json::from_slice(
-        get("state.json")
-            .ok_or_else(|| Error::Usage("not a flotilla export: no state.json".into()))?,
-    )
-    .map_err(|e| Error::Usage(format!("state.json in the archive: {e}")))?;
-    if state.deployment != manifest.deployment {
-        return Err(Error::Usage(format!(
-            "the archive's manifest names `{}` but its state is `{}`",
-            manifest.deployment, state.deployment
+    crate::names::check(crate::names::NameKind::Deployment, &manifest.deployment)
+        .map_err(|e| Error::Usage(format!("manifest.json: deployment: {e}")))?;
+    let name = manifest.deployment.clone();
+    // The state is read like any stored state: it must name the manifest's deployment and
+    // hold only valid names and users.
+    let mut state = home
+        .parse_local_state(
+            &name,
+            get("state.json").ok_or_else(|| not_an_export("no state.json"))?,
+        )
+        .map_err(|e| Error::Usage(format!("state.json in the archive: {e}")))?;
+    if !state.ssh_private_key.is_empty() && get(KEY).is_none() {
+        return Err(not_an_export(format!(
+            "the state uses an SSH key but the archive has no {KEY}"
         )));
     }
-    let name = state.deployment.clone();
     let dir = home.deployment_dir(&name)?;
     let exists = home.exists(&name)?;
     if exists && !force {
@@ -160,19 +198,29 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
             home.root.display()
         )));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+    home.ensure_deployment_dir(&name)?;
     let _lock = home.lock(&name, "import", None)?;
     let mut written = Vec::new();
     for (path, body) in &files {
         if path == "manifest.json" || path == "state.json" {
             continue;
         }
+        // A fixed name from `entry_limit`, in the deployment's own folder.
         crate::state::write_atomic(&dir.join(path), body)?;
         written.push(path.clone());
     }
-    if get(KEY).is_some() {
-        state.ssh_private_key = dir.join(KEY).display().to_string();
-    }
+    // Nothing the archive says is taken as a path: the key is the deployment's own file, and
+    // the blueprint's file references resolve inside the deployment's folder only.
+    state.ssh_private_key = if get(KEY).is_some() {
+        dir.join(KEY).display().to_string()
+    } else {
+        String::new()
+    };
+    state.blueprint_path = dir.join("blueprint.yaml").display().to_string();
+    state.imported_from = Some(format!(
+        "export of {} by flotilla {}",
+        manifest.exported_at, manifest.flotilla_version
+    ));
     home.save(&state)?;
     written.push("state.json".into());
     Ok(ImportReport {

@@ -371,6 +371,10 @@ async fn converge(
             .display()
             .to_string();
         run.state.blueprint_rendered = bp.rendered.clone();
+        if !bp.recorded {
+            // The operator's own blueprint file: its paths are theirs again.
+            run.state.imported_from = None;
+        }
         run.state.inputs = bp.inputs.clone();
         run.state.cluster.kind = bp.cluster.as_str().to_string();
         match overrides {

@@ -67,6 +67,15 @@ pub fn restore(input: impl Read, data_dir: &Path, log_dir: &Path) -> Result<usiz
                 path.display()
             ))
         })?;
+        // Files and folders only: a link in the archive could make a later entry land
+        // outside the volumes.
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            return Err(ManagerError::Data(format!(
+                "not a flotilla manager backup: `{}` is not a file or a folder",
+                path.display()
+            )));
+        }
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(err("restoring"))?;
         }

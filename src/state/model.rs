@@ -121,6 +121,10 @@ pub struct State {
     /// The containerized manager, once installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<ManagerRecord>,
+    /// Set by `import` (which archive): until an `up` with a blueprint file of this machine,
+    /// the files the recorded blueprint names are read only from the deployment's own folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
     pub runs: Vec<RunRecord>,
     pub created_at: String,
     pub updated_at: String,
@@ -162,6 +166,7 @@ impl State {
             services_deployed: BTreeMap::new(),
             expires_at: None,
             manager: None,
+            imported_from: None,
             runs: Vec::new(),
             created_at: now.to_string(),
             updated_at: now.to_string(),

@@ -193,18 +193,35 @@ impl Home {
     /// anything from outside: its names and SSH users must be valid and it must name itself
     /// `name` (a state from a shared backend or an archive cannot point elsewhere).
     pub fn parse_state(&self, name: &str, body: &[u8]) -> Result<State, StoreError> {
-        let path = self.state_path(name)?;
-        let corrupt = |message: String| StoreError::Corrupt {
-            path: path.clone(),
-            message,
-        };
+        let corrupt = self.corrupt(name)?;
         let mut doc: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
         if !self.local() {
             let env: Envelope = serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))?;
             doc = env.state;
         }
-        let doc = migrate(doc).map_err(corrupt)?;
+        self.state_from(name, doc)
+    }
+
+    /// A state document as `export` writes it (never in a backend's envelope), checked like
+    /// `parse_state`.
+    pub fn parse_local_state(&self, name: &str, body: &[u8]) -> Result<State, StoreError> {
+        let corrupt = self.corrupt(name)?;
+        let doc = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+        self.state_from(name, doc)
+    }
+
+    fn corrupt(&self, name: &str) -> Result<impl Fn(String) -> StoreError, StoreError> {
+        let path = self.state_path(name)?;
+        Ok(move |message: String| StoreError::Corrupt {
+            path: path.clone(),
+            message,
+        })
+    }
+
+    fn state_from(&self, name: &str, doc: serde_json::Value) -> Result<State, StoreError> {
+        let corrupt = self.corrupt(name)?;
+        let doc = migrate(doc).map_err(&corrupt)?;
         let state: State = serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))?;
         let problems = state.trust_problems(name);
         if !problems.is_empty() {

@@ -122,18 +122,39 @@ fn open_unchecked(
     }
 }
 
-/// The URL with any password replaced.
+/// The URL with every secret replaced: the userinfo's password and any query parameter that
+/// names one (`password`, `sslpassword`, `token`, `secret`, `key`...). What every message and
+/// log line shows of a backend URL.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
-    }
+        _ => base.to_string(),
+    };
+    let Some(query) = query else { return base };
+    let secret = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        ["pass", "secret", "token", "key", "credential"]
+            .iter()
+            .any(|s| k.contains(s))
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if secret(k) => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// A fresh fencing token for a lock (16 random bytes, hex).
@@ -161,6 +182,21 @@ pub mod conformance;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_urls_are_redacted() {
+        let r = redact(
+            "postgres://ops:hunter2@db/f?sslmode=verify-full&password=hunter3&sslpassword=x&application_name=a",
+        );
+        assert!(!r.contains("hunter") && !r.contains("sslpassword=x"), "{r}");
+        assert!(
+            r.contains("ops:***@db") && r.contains("application_name=a"),
+            "{r}"
+        );
+        assert_eq!(redact("etcd://h:2379/p"), "etcd://h:2379/p");
+        let r = redact("etcd://h:2379/p?key=/k.pem&cacert=/ca.pem");
+        assert_eq!(r, "etcd://h:2379/p?key=***&cacert=/ca.pem");
+    }
 
     #[test]
     fn passwords_never_show_in_urls() {

@@ -55,12 +55,41 @@ enum Tls {
     Verify(Arc<rustls::ClientConfig>),
 }
 
+/// States carry the deployment's SSH private key: they go to a server without TLS only on this
+/// machine (loopback, a Unix socket) or when the URL says `sslmode=disable` itself.
+fn refuse_plain_text(config: &Config, tls: &Tls, explicit_disable: bool) -> Result<(), String> {
+    use tokio_postgres::config::Host;
+    if matches!(tls, Tls::Verify(_)) || explicit_disable {
+        return Ok(());
+    }
+    let local = |h: &Host| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    };
+    match config.get_hosts().iter().find(|h| !local(h)) {
+        None => Ok(()),
+        Some(h) => Err(format!(
+            "refusing to send states (they hold SSH private keys) to {} without TLS: add sslmode=verify-full (with sslrootcert=CA.pem for a private CA), or sslmode=disable if the network to it is trusted",
+            match h {
+                Host::Tcp(n) => n.clone(),
+                Host::Unix(p) => p.display().to_string(),
+            }
+        )),
+    }
+}
+
 /// Takes `sslmode` and `sslrootcert` out of the URL (tokio-postgres knows neither `verify-full`
 /// nor `sslrootcert`) and builds the TLS setting: `disable`, `allow` and `prefer` (the default)
 /// speak plain; `require`, `verify-ca` and `verify-full` speak TLS and verify the certificate and
 /// host name against `sslrootcert` (a PEM file) or, without it, the Mozilla roots — stricter than
 /// libpq's `require`, which encrypts without verifying.
-fn tls_from(url: &str) -> Result<(String, Tls), String> {
+fn tls_from(url: &str) -> Result<(String, Tls, bool), String> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut mode = env("PGSSLMODE");
@@ -110,7 +139,8 @@ fn tls_from(url: &str) -> Result<(String, Tls), String> {
             ))
         }
     };
-    Ok((url, tls))
+    let explicit_disable = mode.as_deref() == Some("disable");
+    Ok((url, tls, explicit_disable))
 }
 
 struct Inner {
@@ -322,8 +352,9 @@ impl PostgresBackend {
             url: shown.clone(),
             message,
         };
-        let (plain_url, tls) = tls_from(url).map_err(bad)?;
+        let (plain_url, tls, explicit_disable) = tls_from(url).map_err(bad)?;
         let config = config_from(&plain_url).map_err(bad)?;
+        refuse_plain_text(&config, &tls, explicit_disable).map_err(bad)?;
         let rt = Rt::new().map_err(|e| StoreError::Backend {
             url: shown.clone(),
             message: format!("starting the backend runtime: {e}"),
@@ -721,5 +752,38 @@ impl StateBackend for PostgresBackend {
                 Ok(n > 0)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_never_travel_in_plain_text_off_this_machine() {
+        // Refused before any connection is made (db.example.com is never dialled).
+        for url in [
+            "postgres://u@db.example.com/f",
+            "postgres://u@10.0.0.5/f?sslmode=prefer",
+            "postgres://u@10.0.0.5/f?sslmode=allow",
+        ] {
+            let err = PostgresBackend::connect(url)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains("without TLS"), "{url}: {err}");
+        }
+        let (url, tls, disable) = tls_from("postgres://u@10.0.0.5/f?sslmode=disable").expect("ok");
+        let config = config_from(&url).expect("config");
+        assert!(refuse_plain_text(&config, &tls, disable).is_ok());
+        for local in [
+            "postgres://u@127.0.0.1:5/f",
+            "postgres://u@localhost/f",
+            "postgres://u@[::1]/f",
+        ] {
+            let (url, tls, disable) = tls_from(local).expect("ok");
+            let config = config_from(&url).expect("config");
+            assert!(refuse_plain_text(&config, &tls, disable).is_ok(), "{local}");
+        }
     }
 }
