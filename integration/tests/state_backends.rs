@@ -119,6 +119,40 @@ fn etcd_backend_keeps_the_contract() {
     conformance::run(&etcd());
 }
 
+/// etcd over TLS with client certificates (`integration/etcd.sh`: 127.0.0.1:52381, its own CA):
+/// the contract holds; without a client certificate, with a CA that did not sign the server's
+/// certificate, or in plain text, the server is refused (exit 1, one line, nothing written).
+#[test]
+fn etcd_over_tls_with_client_certificates_keeps_the_contract() {
+    let dir = std::env::var("FLOTILLA_TEST_ETCD_TLS_DIR")
+        .unwrap_or_else(|_| "/tmp/flotilla-etcd/tls".into());
+    let port = std::env::var("FLOTILLA_TEST_ETCD_TLS_PORT").unwrap_or_else(|_| "52381".into());
+    let base = format!("etcd://127.0.0.1:{port}/flotilla-tls-test");
+    let url = format!("{base}?cacert={dir}/ca.crt&cert={dir}/client.crt&key={dir}/client.key");
+    let b = EtcdBackend::connect(&url).unwrap_or_else(|e| {
+        panic!("the test etcd with TLS is not reachable ({e}); start it with `integration/etcd.sh start`")
+    });
+    conformance::run(&b);
+    let home = Home::new();
+    for refused in [
+        base.clone(),
+        format!("{base}?cacert={dir}/ca.crt"),
+        format!("{base}?cacert={dir}/other-ca.crt&cert={dir}/client.crt&key={dir}/client.key"),
+    ] {
+        let o = with_backend(&home, &refused, &["list"]);
+        assert_eq!(o.status.code(), Some(1), "{refused}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("client.key"),
+            "key paths are redacted: {}",
+            stderr(&o)
+        );
+    }
+    let ok = with_backend(&home, &url, &["list"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(!home.path().join("deployments").exists());
+}
+
 #[test]
 fn bad_credentials_and_an_unreachable_server_fail_in_one_line_without_local_fallback() {
     let _turn = pg_turn();

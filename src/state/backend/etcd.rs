@@ -30,13 +30,24 @@ pub struct EtcdBackend {
     inner: Arc<Inner>,
 }
 
-/// `etcd://[user:password@]host:port[,host:port…][/prefix]` → (endpoints, user, prefix).
-type Parsed = (Vec<String>, Option<(String, String)>, String);
+/// Where and how to reach etcd, from
+/// `etcd://[user:password@]host:port[,host:port…][/prefix][?cacert=CA.pem&cert=C.pem&key=K.pem]`
+/// (or `ETCDCTL_CACERT` / `ETCDCTL_CERT` / `ETCDCTL_KEY`, as etcdctl reads them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    endpoints: Vec<String>,
+    user: Option<(String, String)>,
+    prefix: String,
+    /// TLS: the CA file that verifies the server, and an optional client certificate and key.
+    cacert: Option<String>,
+    client: Option<(String, String)>,
+}
 
-fn parse(url: &str) -> Result<Parsed, String> {
+fn parse(url: &str) -> Result<Target, String> {
     let rest = url
         .strip_prefix("etcd://")
         .ok_or_else(|| "expected etcd://host:port[/prefix]".to_string())?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "flotilla"));
     let (user, hosts) = match hosts.rsplit_once('@') {
         Some((u, h)) => {
@@ -50,16 +61,80 @@ fn parse(url: &str) -> Result<Parsed, String> {
         }
         None => (None, hosts),
     };
-    let endpoints: Vec<String> = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("http://{h}"))
-        .collect();
-    if endpoints.is_empty() {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (mut cacert, mut cert, mut key) = (
+        env("ETCDCTL_CACERT"),
+        env("ETCDCTL_CERT"),
+        env("ETCDCTL_KEY"),
+    );
+    let mut insecure = false;
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("cacert", v)) => cacert = Some(v.to_string()),
+            Some(("cert", v)) => cert = Some(v.to_string()),
+            Some(("key", v)) => key = Some(v.to_string()),
+            Some(("insecure-transport", v)) => insecure = matches!(v, "true" | "1" | "yes"),
+            _ => {
+                return Err(format!(
+                "unknown URL parameter `{kv}`; expected cacert, cert, key or insecure-transport"
+            ))
+            }
+        }
+    }
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("a client certificate needs both `cert` and `key`".into()),
+    };
+    if client.is_some() && cacert.is_none() {
+        return Err("TLS needs `cacert` (the CA that signed the server's certificate)".into());
+    }
+    let scheme = if cacert.is_some() { "https" } else { "http" };
+    let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+    if hosts.is_empty() {
         return Err("no etcd endpoint in the URL".into());
     }
-    let prefix = format!("/{}", prefix.trim_matches('/'));
-    Ok((endpoints, user, prefix))
+    // States carry SSH private keys: plain text only on this machine, or when asked for.
+    if cacert.is_none() && !insecure {
+        if let Some(h) = hosts.iter().find(|h| !loopback(h)) {
+            return Err(format!(
+                "refusing to send states (they hold SSH private keys) to {h} without TLS: add ?cacert=CA.pem (and cert=/key= for client certificates), or insecure-transport=true if the network to it is trusted"
+            ));
+        }
+    }
+    Ok(Target {
+        endpoints: hosts.iter().map(|h| format!("{scheme}://{h}")).collect(),
+        user,
+        prefix: format!("/{}", prefix.trim_matches('/')),
+        cacert,
+        client,
+    })
+}
+
+/// `host:port` names this machine.
+fn loopback(host_port: &str) -> bool {
+    let host = match host_port.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => host_port,
+    };
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn tls_options(t: &Target) -> Result<Option<etcd_client::TlsOptions>, String> {
+    let Some(ca) = &t.cacert else {
+        return Ok(None);
+    };
+    let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
+    let mut tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    if let Some((cert, key)) = &t.client {
+        tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
 }
 
 fn etcd_message(e: &etcd_client::Error) -> String {
@@ -118,14 +193,18 @@ impl EtcdBackend {
             url: shown.clone(),
             message,
         };
-        let (endpoints, user, prefix) = parse(url).map_err(err)?;
+        let target = parse(url).map_err(err)?;
         let rt = Rt::new().map_err(|e| err(format!("starting the backend runtime: {e}")))?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(CALL_TIMEOUT);
-        if let Some((u, p)) = user {
+        if let Some(tls) = tls_options(&target).map_err(err)? {
+            options = options.with_tls(tls);
+        }
+        if let Some((u, p)) = target.user.clone() {
             options = options.with_user(u, p);
         }
+        let (endpoints, prefix) = (target.endpoints.clone(), target.prefix.clone());
         let client = rt
             .run(async move {
                 let c = Client::connect(endpoints, Some(options))
@@ -504,16 +583,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_give_endpoints_user_and_prefix() {
-        let (e, u, p) = parse("etcd://127.0.0.1:2379").expect("parse");
+    fn urls_give_endpoints_user_prefix_and_tls() {
+        let t = parse("etcd://127.0.0.1:2379").expect("parse");
         assert_eq!(
-            (e, u, p.as_str()),
-            (vec!["http://127.0.0.1:2379".to_string()], None, "/flotilla")
+            (t.endpoints, t.user, t.prefix.as_str(), t.cacert),
+            (
+                vec!["http://127.0.0.1:2379".to_string()],
+                None,
+                "/flotilla",
+                None
+            )
         );
-        let (e, u, p) = parse("etcd://root:pw@a:1,b:2/team/x").expect("parse");
-        assert_eq!(e, vec!["http://a:1", "http://b:2"]);
-        assert_eq!(u, Some(("root".into(), "pw".into())));
-        assert_eq!(p, "/team/x");
+        let t = parse("etcd://root:pw@localhost:1,[::1]:2/team/x").expect("parse");
+        assert_eq!(t.endpoints, vec!["http://localhost:1", "http://[::1]:2"]);
+        assert_eq!(t.user, Some(("root".into(), "pw".into())));
+        assert_eq!(t.prefix, "/team/x");
         assert!(parse("http://x").is_err());
+        let t =
+            parse("etcd://e1:2379,e2:2379/p?cacert=/ca.pem&cert=/c.pem&key=/k.pem").expect("tls");
+        assert_eq!(t.endpoints, vec!["https://e1:2379", "https://e2:2379"]);
+        assert_eq!(t.client, Some(("/c.pem".into(), "/k.pem".into())));
+        // Plain text off this machine only when asked for.
+        let e = parse("etcd://e1:2379/p").expect_err("refused");
+        assert!(e.contains("without TLS"), "{e}");
+        assert!(parse("etcd://e1:2379/p?insecure-transport=true").is_ok());
+        assert!(parse("etcd://e1:2379/p?cacert=/ca.pem&cert=/c.pem").is_err());
+        assert!(parse("etcd://127.0.0.1:2379/p?bogus=1").is_err());
     }
 }
