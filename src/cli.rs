@@ -147,6 +147,14 @@ pub enum Command {
         /// Append one JSON line per request (method, route, status, milliseconds) to this file.
         #[arg(long)]
         log_file: Option<std::path::PathBuf>,
+        /// Serve HTTPS with `cert.pem`/`key.pem` from this folder (a self-signed pair is made
+        /// there, key 0600, when missing; its fingerprint is printed at start).
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<std::path::PathBuf>,
+        /// Allow plain HTTP on an address other than loopback (the token then crosses the
+        /// network in clear text: only behind a TLS-terminating proxy on the same host).
+        #[arg(long)]
+        allow_plain_http: bool,
     },
     /// Path of a Kubernetes deployment's admin kubeconfig: `export KUBECONFIG=$(flotilla kubeconfig NAME)`.
     Kubeconfig { deployment: String },
@@ -327,6 +335,14 @@ pub enum ManagerCommand {
     Healthcheck {
         #[arg(long, default_value_t = crate::manager::PORT_IN_IMAGE)]
         port: u16,
+        #[arg(long, default_value = crate::manager::TLS_DIR)]
+        tls_dir: std::path::PathBuf,
+    },
+    /// Inside the app container: the fingerprint of the API's TLS certificate.
+    #[command(hide = true)]
+    TlsFingerprint {
+        #[arg(long, default_value = crate::manager::TLS_DIR)]
+        tls_dir: std::path::PathBuf,
     },
     /// Inside a one-off container: seed the data volume from a tar on stdin.
     #[command(hide = true)]

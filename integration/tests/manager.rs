@@ -7,7 +7,6 @@
 //! containers are gone. Also a Swarm stack from `services:` deployed and removed by `up`.
 
 use crate::common::{docker_ok, json, require_docker, stderr, stdout, Home};
-use crate::serve::http;
 use std::time::{Duration, Instant};
 
 const DEPLOYMENT: &str = "it-mgr";
@@ -43,14 +42,49 @@ fn token_of(home: &Home) -> String {
         .to_string()
 }
 
+/// One HTTPS request to the manager, accepting only the certificate `fingerprint`:
+/// (status, body), or (0, why) when no answer came.
+pub fn https(
+    base: &str,
+    fingerprint: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = flotilla::serve::tls::pinned_client(fingerprint, Duration::from_secs(60))
+            .expect("client");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = client.request(method, format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => {
+                let mut why = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    why.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                (0, why)
+            }
+        }
+    })
+}
+
 /// Asks the API until it answers 200 (bounded: 60 s): the deployments it knows.
-fn deployments_listed(addr: &str, token: &str) -> serde_json::Value {
+fn deployments_listed(base: &str, fingerprint: &str, token: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let answer =
-            std::panic::catch_unwind(|| http(addr, "GET", "/v1/deployments", Some(token), b""));
-        if let Ok((200, body)) = answer {
-            return serde_json::from_str(&body).expect("json");
+        let answer = https(base, fingerprint, "GET", "/v1/deployments", Some(token));
+        if let (200, body) = &answer {
+            return serde_json::from_str(body).expect("json");
         }
         assert!(
             Instant::now() < deadline,
@@ -118,8 +152,37 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
     assert_eq!(r["manager"]["image_shipped"], true, "{r}");
     assert_eq!(r["services"], serde_json::json!(["shop=deployed"]), "{r}");
     let url = r["manager"]["url"].as_str().expect("url").to_string();
-    let addr = url.trim_start_matches("http://").to_string();
+    let fp = r["manager"]["tls_fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
     let token = token_of(&home);
+    // TLS only, published on the node's private address only, and the recorded certificate.
+    assert!(url.starts_with("https://10.198.36."), "{url}");
+    let published = on_node(&home, "docker port flotilla-manager");
+    let addr = url.trim_start_matches("https://");
+    assert_eq!(
+        published.trim(),
+        format!("8700/tcp -> {addr}"),
+        "{published}"
+    );
+    let plain = crate::serve::http_result(addr, "GET", "/healthz", None, b"");
+    assert!(
+        plain.map(|(c, _)| c).unwrap_or(0) != 200,
+        "plain HTTP must not answer 200"
+    );
+    let other = "sha256:".to_string() + &"0".repeat(64);
+    let (code, why) = https(&url, &other, "GET", "/healthz", None);
+    assert_eq!(code, 0, "a different certificate pin must be refused");
+    assert!(why.contains("not the one recorded"), "{why}");
+    let st = home.run(&["manager", "status", DEPLOYMENT, "-o", "json"]);
+    assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    assert_eq!(
+        json(&st)["api"],
+        "answers (TLS certificate as recorded)",
+        "{}",
+        stdout(&st)
+    );
 
     // The stack runs its two replicas (the compose file was rendered: {{ deployment }}).
     let nodes = crate::common::wait_replicas(&home, DEPLOYMENT, "managers-1", "shop_web", 2);
@@ -131,17 +194,17 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
     assert!(env.contains("DEPLOYMENT=it-mgr"), "{env}");
 
     // The API inside the node: auth, and the deployment it was seeded with.
-    assert_eq!(http(&addr, "GET", "/v1/deployments", None, b"").0, 401);
-    let listed = deployments_listed(&addr, &token);
+    assert_eq!(https(&url, &fp, "GET", "/v1/deployments", None).0, 401);
+    let listed = deployments_listed(&url, &fp, &token);
     assert_eq!(listed[0]["deployment"], DEPLOYMENT, "{listed}");
     // Status from inside the container: it reaches every node over SSH with the imported key
     // (machine states are unknown there: the docker provider's engine is on the operator's side).
-    let (code, body) = http(
-        &addr,
+    let (code, body) = https(
+        &url,
+        &fp,
         "GET",
         &format!("/v1/deployments/{DEPLOYMENT}"),
         Some(&token),
-        b"",
     );
     assert_eq!(code, 200, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -166,7 +229,7 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
         &home,
         "kill -9 $(docker inspect -f {{.State.Pid}} flotilla-manager)",
     );
-    deployments_listed(&addr, &token);
+    deployments_listed(&url, &fp, &token);
     let restarts: u32 = on_node(
         &home,
         "docker inspect -f {{.RestartCount}} flotilla-manager",
@@ -189,7 +252,7 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
     assert_eq!(rec.status.code(), Some(0), "recover: {}", stderr(&rec));
     assert_eq!(json(&rec)["action"], "recovered");
     assert_eq!(
-        deployments_listed(&addr, &token)[0]["deployment"],
+        deployments_listed(&url, &fp, &token)[0]["deployment"],
         DEPLOYMENT
     );
     assert!(log_lines(&home) > before, "the request log kept its lines");
@@ -216,7 +279,12 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
     assert_eq!(u["action"], "upgraded", "{u}");
     assert_eq!(u["app_container"]["image"], "flotilla/manager:it-b", "{u}");
     assert_eq!(
-        deployments_listed(&addr, &token)[0]["deployment"],
+        u["tls_fingerprint"],
+        fp.as_str(),
+        "the certificate lives in the data volume"
+    );
+    assert_eq!(
+        deployments_listed(&url, &fp, &token)[0]["deployment"],
         DEPLOYMENT
     );
     assert!(
@@ -327,7 +395,12 @@ fn manager_installs_survives_crash_kill_upgrade_and_restores_from_backup() {
     );
     assert_eq!(token_of(&home), token, "the token came back with the data");
     assert_eq!(
-        deployments_listed(&addr, &token)[0]["deployment"],
+        json(&restored)["tls_fingerprint"],
+        fp.as_str(),
+        "so did the certificate"
+    );
+    assert_eq!(
+        deployments_listed(&url, &fp, &token)[0]["deployment"],
         DEPLOYMENT
     );
 

@@ -1090,6 +1090,9 @@ fn check_health(ctx: &mut Ctx, raw: RawHealth) -> Option<HealthConfig> {
     if let Some(d) = raw.check_interval {
         h.check_interval = d;
     }
+    if let Some(d) = raw.alert_cooldown {
+        h.alert_cooldown = d;
+    }
     Some(h)
 }
 

@@ -233,6 +233,9 @@ pub struct ManagerSpec {
     /// Port published on that node for the API.
     #[serde(default = "default_manager_port")]
     pub port: u16,
+    /// Address on that node the API is published on (default: the node's private address,
+    /// never every interface).
+    pub listen: Option<std::net::IpAddr>,
     /// Image (default `flotilla/manager:<flotilla version>`, built on the operator's Docker
     /// from the running binary when missing).
     pub image: Option<String>,
@@ -320,6 +323,10 @@ pub struct RawHealth {
     pub unhealthy_grace: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     pub check_interval: Option<Duration>,
+    /// After an alert started a heal, further alerts for the deployment within this time are
+    /// acknowledged and counted, not acted on.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub alert_cooldown: Option<Duration>,
 }
 
 /// One declared input.
@@ -400,6 +407,7 @@ pub struct HealthConfig {
     pub node_startup_timeout: Duration,
     pub check_interval: Duration,
     pub unhealthy_grace: Duration,
+    pub alert_cooldown: Duration,
 }
 
 impl Default for HealthConfig {
@@ -409,6 +417,7 @@ impl Default for HealthConfig {
             node_startup_timeout: Duration::from_secs(600),
             unhealthy_grace: Duration::from_secs(30),
             check_interval: Duration::from_secs(30),
+            alert_cooldown: Duration::from_secs(300),
         }
     }
 }

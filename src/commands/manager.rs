@@ -51,6 +51,12 @@ fn print(r: &ManagerReport, json: bool) {
         if let Some(url) = &r.url {
             println!("  API:   {url}  (GET {url}/openapi.json describes it)");
         }
+        if let Some(fp) = &r.tls_fingerprint {
+            println!("  TLS:   certificate {fp} (self-signed; flotilla pins it, `curl --cacert` the certificate from `docker exec flotilla-manager cat /var/lib/flotilla/tls/cert.pem` or compare the fingerprint)");
+        }
+        if let Some(api) = &r.api {
+            println!("  reachable from here: {api}");
+        }
         println!(
             "  token: {} (send it as `Authorization: Bearer <token>`)",
             r.token_file
@@ -141,8 +147,15 @@ pub async fn run(home: &Home, cmd: ManagerCommand, json: bool) -> Result<i32> {
             print(&r, json);
             Ok(manager_ok(&r))
         }
-        ManagerCommand::Healthcheck { port } => {
-            manager::healthcheck(port).await?;
+        ManagerCommand::Healthcheck { port, tls_dir } => {
+            manager::healthcheck(port, &tls_dir).await?;
+            Ok(exit::OK)
+        }
+        ManagerCommand::TlsFingerprint { tls_dir } => {
+            let fp =
+                crate::serve::tls::file_fingerprint(&tls_dir.join(crate::serve::tls::CERT_FILE))
+                    .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+            println!("{fp}");
             Ok(exit::OK)
         }
         ManagerCommand::InitData => {

@@ -127,6 +127,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             token_file,
             request_timeout,
             log_file,
+            tls_dir,
+            allow_plain_http,
         } => {
             let token_file = token_file.unwrap_or_else(|| home.root.join("api-token"));
             crate::serve::run(
@@ -136,6 +138,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     token_file,
                     request_timeout,
                     log_file,
+                    tls_dir,
+                    allow_plain_http,
+                    limits: Default::default(),
                 },
             )
             .await?;

@@ -17,6 +17,8 @@ pub use ops::{backup, install, recover, revive, status, upgrade, InstallOptions,
 /// Paths and port inside the image.
 pub const BINARY: &str = "/usr/local/bin/flotilla";
 pub const DATA_DIR: &str = "/var/lib/flotilla";
+/// The API's certificate and key, in the data volume (so upgrades keep the pinned certificate).
+pub const TLS_DIR: &str = "/var/lib/flotilla/tls";
 pub const LOG_DIR: &str = "/var/log/flotilla";
 pub const PORT_IN_IMAGE: u16 = 8700;
 pub const DATA_CONTAINER: &str = "flotilla-data";
@@ -38,13 +40,27 @@ pub enum ManagerError {
 }
 
 /// `GET /healthz` on the API inside the container (the image's HEALTHCHECK, and what install
-/// and upgrade wait for).
-pub async fn healthcheck(port: u16) -> Result<(), ManagerError> {
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()
-        .map_err(|e| ManagerError::Data(e.to_string()))?;
+/// and upgrade wait for): over TLS, pinned to the certificate in `tls_dir`, once it exists.
+pub async fn healthcheck(port: u16, tls_dir: &std::path::Path) -> Result<(), ManagerError> {
+    let cert = tls_dir.join(crate::serve::tls::CERT_FILE);
+    let timeout = std::time::Duration::from_secs(3);
+    let (url, client) = if cert.exists() {
+        let fp = crate::serve::tls::file_fingerprint(&cert)
+            .map_err(|e| ManagerError::Data(e.to_string()))?;
+        (
+            format!("https://127.0.0.1:{port}/healthz"),
+            crate::serve::tls::pinned_client(&fp, timeout)
+                .map_err(|e| ManagerError::Data(e.to_string()))?,
+        )
+    } else {
+        (
+            format!("http://127.0.0.1:{port}/healthz"),
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| ManagerError::Data(e.to_string()))?,
+        )
+    };
     let r = client
         .get(&url)
         .send()

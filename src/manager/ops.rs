@@ -39,6 +39,11 @@ pub struct ManagerReport {
     /// `backup`: the archive written and its size.
     pub file: Option<String>,
     pub bytes: Option<u64>,
+    /// The API's certificate (`sha256:…`), pinned by every client of this deployment.
+    pub tls_fingerprint: Option<String>,
+    /// `status`: what `GET /healthz` from this machine answered (over pinned TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
 }
 
 /// The operator's copy of the manager's API token.
@@ -126,15 +131,56 @@ async fn local_image(docker: &bollard::Docker, tag: &str) -> Result<String> {
     )))
 }
 
-fn url(state: &State, node: &str, port: u16) -> Option<String> {
+/// Where the API is published on its node: the recorded or configured address, else the
+/// node's private address (never every interface).
+fn listen_of(state: &State, bp: Option<&Blueprint>, node: &str) -> Result<std::net::IpAddr> {
     state
-        .nodes
-        .get(node)
-        .and_then(|r| r.ssh_address())
-        .map(|a| match a {
-            std::net::IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
-            v4 => format!("http://{v4}:{port}"),
+        .manager
+        .as_ref()
+        .filter(|m| m.node == node)
+        .and_then(|m| m.listen)
+        .or(bp.and_then(|b| b.manager.as_ref()).and_then(|m| m.listen))
+        .or(state
+            .nodes
+            .get(node)
+            .and_then(|r| r.private_ip.or(r.public_ip)))
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "node {node} has no address to publish the manager's API on"
+            ))
         })
+}
+
+fn url(state: &State, node: &str, port: u16) -> Option<String> {
+    let listen = listen_of(state, None, node).ok()?;
+    Some(match listen {
+        std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{port}"),
+        v4 => format!("https://{v4}:{port}"),
+    })
+}
+
+/// `GET /healthz` from this machine, pinned to the recorded certificate.
+async fn probe_api(state: &State, m: &ManagerRecord) -> String {
+    let (Some(url), Some(fp)) = (url(state, &m.node, m.port), &m.tls_fingerprint) else {
+        return "no certificate recorded (installed by an older flotilla: `flotilla manager upgrade` records it)".into();
+    };
+    let client = match crate::serve::tls::pinned_client(fp, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    match client.get(format!("{url}/healthz")).send().await {
+        Ok(r) if r.status().is_success() => "answers (TLS certificate as recorded)".into(),
+        Ok(r) => format!("answered HTTP {}", r.status()),
+        Err(e) => {
+            let mut parts = vec![e.to_string()];
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                parts.push(s.to_string());
+                src = s.source();
+            }
+            parts.join(": ")
+        }
+    }
 }
 
 fn port_of(state: &State, bp: &Blueprint) -> u16 {
@@ -217,13 +263,14 @@ pub async fn install_locked(
         .or(bp.manager.as_ref().and_then(|m| m.image.clone()))
         .unwrap_or_else(default_tag);
     let port = port_of(state, bp);
+    let listen = listen_of(state, Some(bp), &node)?;
     let docker = image::local_docker()?;
     let local_id = local_image(&docker, &tag).await?;
     let shipped = remote::ship_image(pool, t, &docker, &tag, &local_id).await?;
     remote::create_data(pool, t, &name, &tag).await?;
     let tokens = token_file(home, &name)?;
     // From here a failure removes both containers again, so a re-run starts clean.
-    let seeded: Result<Duration> = async {
+    let seeded: Result<(Duration, String)> = async {
         match &opts.data {
             Some(backup) => {
                 let token = token_in_backup(backup)?;
@@ -244,11 +291,12 @@ pub async fn install_locked(
                 remote::one_off_with_input(pool, t, &name, &tag, "init-data", once(seed)).await?;
             }
         }
-        remote::run_app(pool, t, &name, &tag, port).await?;
-        Ok(remote::wait_healthy(pool, t).await?)
+        remote::run_app(pool, t, &name, &tag, port, listen).await?;
+        let answered = remote::wait_healthy(pool, t).await?;
+        Ok((answered, remote::tls_fingerprint(pool, t).await?))
     }
     .await;
-    let answered = match seeded {
+    let (answered, fingerprint) = match seeded {
         Ok(d) => d,
         Err(e) => {
             let _ = pool
@@ -270,6 +318,8 @@ pub async fn install_locked(
         image_id: app.image_id.clone(),
         installed_at: crate::util::now_rfc3339(),
         upgraded_at: None,
+        listen: Some(listen),
+        tls_fingerprint: Some(fingerprint),
     });
     home.save(state)?;
     Ok(ManagerReport {
@@ -285,6 +335,11 @@ pub async fn install_locked(
         answered_after: Some(crate::util::human_duration(answered)),
         file: None,
         bytes: None,
+        tls_fingerprint: state
+            .manager
+            .as_ref()
+            .and_then(|m| m.tls_fingerprint.clone()),
+        api: None,
     })
 }
 
@@ -352,6 +407,8 @@ fn report(
         answered_after: None,
         file: None,
         bytes: None,
+        tls_fingerprint: m.tls_fingerprint.clone(),
+        api: None,
     }
 }
 
@@ -389,13 +446,14 @@ async fn upgrade_opened(
         return Ok(report(home, &state, &m, "unchanged", data, app));
     }
     let shipped = remote::ship_image(pool, t, &docker, &tag, &local_id).await?;
+    let listen = listen_of(&state, None, &m.node)?;
     remote::remove_app(pool, t).await?;
-    remote::run_app(pool, t, &state.deployment, &tag, m.port).await?;
+    remote::run_app(pool, t, &state.deployment, &tag, m.port, listen).await?;
     let answered = match remote::wait_healthy(pool, t).await {
         Ok(d) => d,
         Err(e) => {
             remote::remove_app(pool, t).await?;
-            remote::run_app(pool, t, &state.deployment, &m.image, m.port).await?;
+            remote::run_app(pool, t, &state.deployment, &m.image, m.port, listen).await?;
             let back = remote::wait_healthy(pool, t).await;
             return Err(Error::Other(format!(
                 "{e}; the app container was started again from {} ({})",
@@ -412,6 +470,8 @@ async fn upgrade_opened(
     rec.image = tag;
     rec.image_id = app.image_id.clone();
     rec.upgraded_at = Some(crate::util::now_rfc3339());
+    rec.listen = Some(listen);
+    rec.tls_fingerprint = Some(remote::tls_fingerprint(pool, t).await?);
     state.manager = Some(rec.clone());
     home.save(&state)?;
     let mut r = report(home, &state, &rec, "upgraded", data, app);
@@ -461,7 +521,8 @@ async fn recover_opened(
         shipped = remote::ship_image(pool, t, &docker, &m.image, &local_id).await?;
     }
     remote::remove_app(pool, t).await?;
-    remote::run_app(pool, t, &state.deployment, &m.image, m.port).await?;
+    let listen = listen_of(state, None, &m.node)?;
+    remote::run_app(pool, t, &state.deployment, &m.image, m.port, listen).await?;
     let answered = remote::wait_healthy(pool, t).await?;
     let (data, app) = remote::inspect(pool, t).await?;
     let mut r = report(home, state, &m, "recovered", data, app);
@@ -525,7 +586,9 @@ pub async fn status(home: &Home, name: &str) -> Result<ManagerReport> {
     let r = remote::inspect(&o.pool, t).await;
     o.pool.close_all().await;
     let (data, app) = r?;
-    Ok(report(home, &o.state, &m, "status", data, app))
+    let mut r = report(home, &o.state, &m, "status", data, app);
+    r.api = Some(probe_api(&o.state, &m).await);
+    Ok(r)
 }
 
 /// `heal`'s check of the manager: an app container that is not running (killed, removed) is
@@ -557,7 +620,8 @@ pub async fn revive(pool: &SshPool, targets: &[Target], state: &State) -> Result
         .into());
     }
     remote::remove_app(pool, t).await?;
-    remote::run_app(pool, t, &state.deployment, &m.image, m.port).await?;
+    let listen = listen_of(state, None, &m.node)?;
+    remote::run_app(pool, t, &state.deployment, &m.image, m.port, listen).await?;
     remote::wait_healthy(pool, t).await?;
     Ok(Some("recovered".into()))
 }

@@ -236,7 +236,13 @@ pub async fn run_app(
     deployment: &str,
     image: &str,
     port: u16,
+    listen: std::net::IpAddr,
 ) -> Result<bool, ManagerError> {
+    // Published on one address of the node only (`[v6]:port` for IPv6).
+    let publish = match listen {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}:{PORT_IN_IMAGE}"),
+        v4 => format!("{v4}:{port}:{PORT_IN_IMAGE}"),
+    };
     let args: Vec<String> = vec![
         "--label".into(),
         format!("{MANAGER_LABEL}={deployment}"),
@@ -245,12 +251,14 @@ pub async fn run_app(
         format!("--volumes-from={DATA_CONTAINER}"),
         "--restart=always".into(),
         "-p".into(),
-        format!("{port}:{PORT_IN_IMAGE}"),
+        publish,
     ];
     let command: Vec<String> = vec![
         "serve".into(),
         "--listen".into(),
         format!("0.0.0.0:{PORT_IN_IMAGE}"),
+        "--tls-dir".into(),
+        super::TLS_DIR.into(),
         "--log-file".into(),
         format!("{LOG_DIR}/serve.jsonl"),
     ];
@@ -265,6 +273,36 @@ pub async fn run_app(
         .await
         .map_err(|e| node_err(t, e))?;
     Ok(out.contains("=started"))
+}
+
+/// The fingerprint of the running API's certificate, read over SSH (an authenticated channel:
+/// what the CLI then pins).
+pub async fn tls_fingerprint(pool: &SshPool, t: &Target) -> Result<String, ManagerError> {
+    let out = pool
+        .run_ok(
+            t,
+            "read the API certificate's fingerprint",
+            &format!("docker exec {APP_CONTAINER} {BINARY} manager tls-fingerprint"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|e| node_err(t, e))?;
+    let fp = out.trim();
+    let ok = fp.len() == 71
+        && fp
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(fp.to_string())
+    } else {
+        Err(node_err(
+            t,
+            format!(
+                "answered {} where a certificate fingerprint was expected",
+                crate::names::shown(fp)
+            ),
+        ))
+    }
 }
 
 pub async fn remove_app(pool: &SshPool, t: &Target) -> Result<(), ManagerError> {

@@ -61,12 +61,14 @@ pub fn load_or_create(path: &Path) -> Result<(String, bool), TokenError> {
     Ok((token, true))
 }
 
-/// True when the request carries `Authorization: Bearer <token>` with the right token.
+/// True when the request carries `Authorization: Bearer <token>` with the right token (the
+/// scheme's name is case-insensitive, RFC 9110 §11.1).
 pub fn authorized(header_value: Option<&str>, token: &str) -> bool {
-    let Some(given) = header_value.and_then(|v| v.strip_prefix("Bearer ")) else {
+    let Some((scheme, given)) = header_value.and_then(|v| v.trim().split_once(' ')) else {
         return false;
     };
-    given.trim().as_bytes().ct_eq(token.as_bytes()).into()
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
 pub async fn require_token(
@@ -106,6 +108,9 @@ mod tests {
         let (again, created) = load_or_create(&path).expect("read");
         assert_eq!((again.as_str(), created), (t.as_str(), false));
         assert!(authorized(Some(&format!("Bearer {t}")), &t));
+        assert!(authorized(Some(&format!("bearer {t}")), &t));
+        assert!(authorized(Some(&format!("BEARER  {t}")), &t));
+        assert!(!authorized(Some(&format!("Basic {t}")), &t));
         assert!(!authorized(Some("Bearer nope"), &t));
         assert!(!authorized(Some(&t), &t), "the scheme is required");
         assert!(!authorized(None, &t));

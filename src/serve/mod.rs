@@ -5,8 +5,11 @@
 
 mod alerts;
 pub mod auth;
+mod extract;
+pub mod listener;
 mod metrics;
 mod openapi;
+pub mod tls;
 
 use crate::engine::heal::{heal, Decision, HealOptions, HealReport};
 use crate::engine::scale::{scale, ScaleOptions};
@@ -14,14 +17,15 @@ use crate::engine::up::{up, UpOptions};
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::state::Home;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use extract::{Body, Deployment};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,6 +42,11 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// Request log (one JSON line per request; never headers or bodies).
     pub log_file: Option<PathBuf>,
+    /// HTTPS with the pair in this folder (made when missing).
+    pub tls_dir: Option<PathBuf>,
+    /// Plain HTTP on an address other than loopback.
+    pub allow_plain_http: bool,
+    pub limits: listener::Limits,
 }
 
 pub struct AppState {
@@ -46,11 +55,13 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Deployments a webhook-started heal is running on (one at a time per deployment).
     pub healing: Mutex<HashSet<String>>,
+    /// When an alert last started a heal, per deployment (`health.alert_cooldown`).
+    pub alert_heals: Mutex<HashMap<String, std::time::Instant>>,
     pub request_log: Option<Mutex<std::fs::File>>,
 }
 
 /// An engine error as an HTTP answer.
-pub struct ApiError(Error);
+pub struct ApiError(pub(crate) Error);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -179,23 +190,47 @@ pub async fn run(home: Home, opts: ServeOptions) -> crate::error::Result<()> {
         token,
         metrics: Metrics::default(),
         healing: Mutex::new(HashSet::new()),
+        alert_heals: Mutex::new(HashMap::new()),
         request_log: match &opts.log_file {
             None => None,
             Some(p) => Some(Mutex::new(open_log(p)?)),
         },
     });
+    let tls = match &opts.tls_dir {
+        Some(dir) => {
+            let (cert, key) = tls::load_or_create(dir, &[opts.listen.ip().to_string()])
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            let fp = tls::file_fingerprint(&cert).map_err(|e| Error::Usage(e.to_string()))?;
+            eprintln!("flotilla serve: TLS certificate {} ({fp})", cert.display());
+            Some(tls::server_config(&cert, &key).map_err(|e| Error::Usage(e.to_string()))?)
+        }
+        None if !opts.listen.ip().is_loopback() && !opts.allow_plain_http => {
+            return Err(Error::Usage(format!(
+                "refusing plain HTTP on {}: the API token would cross the network in clear text; pass --tls-dir DIR (a certificate is made there), or --allow-plain-http behind a TLS-terminating proxy",
+                opts.listen
+            )))
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", opts.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Other(e.to_string()))?;
-    eprintln!("flotilla serve: listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("flotilla serve: listening on {scheme}://{addr}");
     let app = router(state, opts.request_timeout);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| Error::Other(format!("the API server stopped: {e}")))
+    listener::serve(
+        listener,
+        tls,
+        app,
+        opts.limits.clone(),
+        opts.request_timeout,
+        shutdown(),
+    )
+    .await;
+    Ok(())
 }
 
 async fn shutdown() {
@@ -233,7 +268,7 @@ async fn list(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Val
 
 async fn status(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Deployment(name): Deployment,
 ) -> Result<Json<crate::engine::status::StatusReport>, ApiError> {
     let home = state.home.clone();
     let n = name.clone();
@@ -248,7 +283,7 @@ async fn status(
 
 async fn outputs(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Deployment(name): Deployment,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
     let home = state.home.clone();
     let st = engine(move || async move { home.load_existing(&name).map_err(Error::from) }).await?;
@@ -257,7 +292,7 @@ async fn outputs(
 
 async fn plan(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Deployment(name): Deployment,
 ) -> Result<Json<crate::engine::up::UpReport>, ApiError> {
     let home = state.home.clone();
     let report = engine(move || async move {
@@ -284,8 +319,8 @@ struct ScaleBody {
 
 async fn scale_handler(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Json(body): Json<ScaleBody>,
+    Deployment(name): Deployment,
+    Body(body): Body<ScaleBody>,
 ) -> Result<Json<crate::engine::up::UpReport>, ApiError> {
     let home = state.home.clone();
     let n = name.clone();
@@ -298,14 +333,22 @@ async fn scale_handler(
         scale(&home, &n, &counts, &quiet(), &opts).await
     })
     .await;
-    state.metrics.run(&name, "scale", r.is_ok());
+    if known(&r) {
+        state.metrics.run(&name, "scale", r.is_ok());
+    }
     Ok(Json(r?))
 }
 
-#[derive(Deserialize, Default)]
+/// Whether an outcome belongs to a deployment that exists (metric series are made only for
+/// those: a caller cannot grow /metrics with names of its choosing).
+fn known<T>(r: &Result<T, ApiError>) -> bool {
+    !matches!(r, Err(ApiError(e)) if matches!(e.kind(), "not_found" | "usage"))
+}
+
+/// `{"dry_run": bool}`, required: no body is no heal.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HealBody {
-    #[serde(default)]
     dry_run: bool,
 }
 
@@ -325,7 +368,7 @@ async fn run_heal(state: &AppState, name: &str, dry_run: bool) -> Result<HealRep
         .await
     })
     .await;
-    if !dry_run {
+    if !dry_run && known(&r) {
         record_heal(&state.metrics, name, &r);
     }
     r
@@ -375,11 +418,10 @@ fn record_heal(m: &Metrics, name: &str, r: &Result<HealReport, ApiError>) {
 
 async fn heal_handler(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: Option<Json<HealBody>>,
+    Deployment(name): Deployment,
+    Body(body): Body<HealBody>,
 ) -> Result<Response, ApiError> {
-    let dry_run = body.map(|Json(b)| b.dry_run).unwrap_or_default();
-    let report = run_heal(&state, &name, dry_run).await?;
+    let report = run_heal(&state, &name, body.dry_run).await?;
     let code = if report.refused.is_some() {
         // The guard refused: the request was fine, the cluster is not.
         StatusCode::CONFLICT
@@ -393,7 +435,7 @@ async fn heal_handler(
 /// acknowledged as `in_progress`, not queued.
 async fn alertmanager(
     State(state): State<Arc<AppState>>,
-    Json(hook): Json<alerts::Webhook>,
+    Body(hook): Body<alerts::Webhook>,
 ) -> Json<serde_json::Value> {
     if !hook.version.is_empty() && hook.version != "4" {
         tracing::warn!(version = %hook.version, "webhook payload version is not 4; reading it as 4");
@@ -406,10 +448,18 @@ async fn alertmanager(
     let mut started = Vec::new();
     let mut in_progress = Vec::new();
     let mut unknown = Vec::new();
+    let mut cooling_down = Vec::new();
     for name in names {
-        if !known.contains(&name) {
+        if !known.contains(&name)
+            || !crate::names::is_valid(crate::names::NameKind::Deployment, &name)
+        {
             state.metrics.alert("unknown_deployment");
             unknown.push(name);
+            continue;
+        }
+        if cooling(&state, &name) {
+            state.metrics.alert("cooldown");
+            cooling_down.push(name);
             continue;
         }
         let fresh = state
@@ -423,6 +473,9 @@ async fn alertmanager(
             continue;
         }
         state.metrics.alert("heal_started");
+        if let Ok(mut at) = state.alert_heals.lock() {
+            at.insert(name.clone(), std::time::Instant::now());
+        }
         started.push(name.clone());
         let st = state.clone();
         tokio::spawn(async move {
@@ -443,7 +496,28 @@ async fn alertmanager(
     Json(serde_json::json!({
         "heal_started": started,
         "in_progress": in_progress,
+        "cooling_down": cooling_down,
         "unknown_deployments": unknown,
         "ignored_alerts": ignored,
     }))
+}
+
+/// Whether an alert started a heal of `name` less than its `health.alert_cooldown` ago.
+fn cooling(state: &AppState, name: &str) -> bool {
+    let Some(last) = state
+        .alert_heals
+        .lock()
+        .ok()
+        .and_then(|m| m.get(name).copied())
+    else {
+        return false;
+    };
+    let cooldown = state
+        .home
+        .load_existing(name)
+        .ok()
+        .and_then(|s| crate::engine::recorded_blueprint(&s).ok())
+        .map(|bp| bp.health.alert_cooldown)
+        .unwrap_or(crate::blueprint::HealthConfig::default().alert_cooldown);
+    last.elapsed() < cooldown
 }

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 fn deployment_param() -> Value {
-    json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}})
+    json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"}})
 }
 
 fn errors() -> Value {
@@ -60,12 +60,12 @@ pub fn document() -> Value {
             "/v1/deployments/{name}/heal": {"post": {
                 "summary": "observe and replace unhealthy nodes (like `flotilla heal`)",
                 "parameters": [deployment_param()],
-                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"dry_run": {"type": "boolean", "default": false}}}}}},
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["dry_run"], "additionalProperties": false, "properties": {"dry_run": {"type": "boolean"}}}}}},
                 "responses": merged(json!({"200": {"description": "heal report"}, "409": {"description": "locked, or refused by a guard (the report says why)"}}))}},
             "/v1/alerts": {"post": {
-                "summary": "Alertmanager webhook (payload version 4): firing alerts labelled flotilla_deployment (or deployment) start one heal per deployment; repeats while it runs are acknowledged",
+                "summary": "Alertmanager webhook (payload version 4): firing alerts labelled flotilla_deployment (or deployment) start one heal per deployment; repeats while it runs, or within the deployment's health.alert_cooldown after it started, are acknowledged and counted",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
-                "responses": merged(json!({"200": {"description": "{heal_started[], in_progress[], unknown_deployments[], ignored_alerts}"}}))}}
+                "responses": merged(json!({"200": {"description": "{heal_started[], in_progress[], cooling_down[], unknown_deployments[], ignored_alerts}"}}))}}
         }
     })
 }

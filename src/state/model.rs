@@ -141,6 +141,12 @@ pub struct ManagerRecord {
     pub installed_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgraded_at: Option<String>,
+    /// The address on the node the API is published on (older records: the node's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::IpAddr>,
+    /// `sha256:…` of the API's TLS certificate, read over SSH at install: clients pin it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// Runs kept in the state file (the journal keeps every step).
