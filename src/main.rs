@@ -28,7 +28,7 @@ fn main() {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            flotilla::tell!("error: cannot start the async runtime: {e}");
             std::process::exit(exit::FAILURE);
         }
     };
@@ -36,7 +36,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             for line in e.to_string().lines() {
-                eprintln!("error: {line}");
+                flotilla::tell!("error: {line}");
             }
             if json {
                 let problems = match &e {
@@ -46,7 +46,7 @@ fn main() {
                     _ => serde_json::Value::Null,
                 };
                 let body = serde_json::json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code(), "problems": problems}});
-                println!(
+                flotilla::say!(
                     "{}",
                     serde_json::to_string_pretty(&body).unwrap_or_default()
                 );

@@ -48,7 +48,7 @@ impl Progress {
 
     fn plain(&self, scope: &str, msg: &str) {
         if !self.quiet {
-            eprintln!("{} [{scope}] {msg}", crate::util::now_rfc3339());
+            crate::tell!("{} [{scope}] {msg}", crate::util::now_rfc3339());
         }
     }
 

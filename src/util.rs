@@ -82,3 +82,26 @@ pub fn assert_sh_syntax(script: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `println!` that never panics: a reader that stopped early (`| head`) or a closed stdout
+/// is not an error worth a panic, and nothing more can be shown there anyway.
+#[macro_export]
+macro_rules! say {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (a closed stderr).
+#[macro_export]
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}

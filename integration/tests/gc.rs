@@ -529,6 +529,30 @@ fn openstack_gc_by_metadata_and_tags_after_the_state_is_lost() {
     let hand: Vec<String> = serde_json::from_value(inventory_py(&["hand-made"])).expect("ids");
     std::thread::sleep(std::time::Duration::from_secs(2));
 
+    // The cloud's admin sees every project's security groups and floating IPs: its gc lists
+    // none of the demo project's, although they carry flotilla's marks and have no state.
+    let admin = flotilla_env(
+        &home,
+        &[
+            "gc",
+            "--provider-config",
+            provider,
+            "--match",
+            "gc-os-*",
+            "--grace",
+            "0s",
+            "--dry-run",
+            "-o",
+            "json",
+        ],
+        "secret",
+        &[("OS_CLOUD", "admincloud")],
+    );
+    assert_eq!(admin.status.code(), Some(0), "admin gc: {}", stderr(&admin));
+    let admin = json(&admin);
+    assert_eq!(admin["deleted"], serde_json::json!([]), "{admin}");
+    assert_eq!(admin["kept"], serde_json::json!([]), "{admin}");
+
     let dry = gc(&["--dry-run"]);
     let dry_deleted = names(&dry, "deleted");
     assert_eq!(dry_deleted.len(), 4, "{dry}");

@@ -15,5 +15,6 @@ mod openstack;
 mod serve;
 mod state_backends;
 mod static_hosts;
+mod trust;
 mod validate_table;
 mod workloads;

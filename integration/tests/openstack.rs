@@ -59,15 +59,17 @@ fn testcloud(args: &[&str]) {
 /// The demo project's credentials, the way users give them: a clouds.yaml entry (plus one naming a
 /// project that does not exist).
 fn write_clouds(home: &Home, password: &str) -> std::path::PathBuf {
-    let entry = |name: &str, project: &str| {
-        format!("  {name}:\n    auth:\n      auth_url: http://127.0.0.1:15000\n      username: demo\n      password: {password}\n      project_name: {project}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n")
+    let entry = |name: &str, user: &str, project: &str| {
+        format!("  {name}:\n    auth:\n      auth_url: http://127.0.0.1:15000\n      username: {user}\n      password: {password}\n      project_name: {project}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n")
     };
     home.write(
         "clouds.yaml",
         &format!(
-            "clouds:\n{}{}",
-            entry("testcloud", "demo"),
-            entry("badproject", "nosuchproject")
+            "clouds:\n{}{}{}",
+            entry("testcloud", "demo", "demo"),
+            entry("badproject", "demo", "nosuchproject"),
+            // The cloud's admin: its Neutron listings span every project.
+            entry("admincloud", "admin", "admin")
         ),
     )
 }
@@ -84,9 +86,6 @@ pub(crate) fn flotilla_env(
 ) -> Output {
     let clouds = write_clouds(home, password);
     let mut c = home.cmd();
-    for (k, v) in env {
-        c.env(k, v);
-    }
     c.env("HOME", home.path())
         .env("OS_CLIENT_CONFIG_FILE", &clouds)
         .env("OS_CLOUD", "testcloud");
@@ -97,6 +96,9 @@ pub(crate) fn flotilla_env(
         "OS_PROJECT_NAME",
     ] {
         c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
     }
     let out = c.args(args).output().expect("run flotilla");
     eprintln!(

@@ -212,14 +212,6 @@ pub fn render_document(
         .map_err(|e| template_problem(template, &e))
 }
 
-fn valid_name(s: &str, max: usize) -> bool {
-    let mut chars = s.chars();
-    s.len() <= max
-        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.ends_with('-')
-}
-
 /// Loads, renders and validates a blueprint file. No network is touched.
 pub fn load(path: &Path, sets: &[String]) -> Result<Blueprint, Problems> {
     let file = path.display().to_string();
@@ -479,12 +471,15 @@ fn check(
 
     // name
     let name = match take(root, "name") {
-        Some(Value::String(s)) if valid_name(&s, 40) => Some(s),
-        Some(Value::String(s)) => {
-            let loc = ctx.index.value("name");
-            ctx.push(loc, "name", format!("`{s}` is not a valid deployment name: use 1-40 lowercase letters, digits and `-`, starting with a letter"));
-            None
-        }
+        Some(Value::String(s)) => match crate::names::check(crate::names::NameKind::Deployment, &s)
+        {
+            Ok(()) => Some(s),
+            Err(e) => {
+                let loc = ctx.index.value("name");
+                ctx.push(loc, "name", e.to_string());
+                None
+            }
+        },
         Some(other) => {
             let loc = ctx.index.value("name");
             ctx.push(loc, "name", format!("expected a string, found {other}"));
@@ -917,7 +912,7 @@ fn check_groups(
     let mut ok = true;
     for (gname, gval) in map {
         let field = format!("groups.{gname}");
-        if !valid_name(&gname, 30) {
+        if !crate::names::is_valid(crate::names::NameKind::Group, &gname) {
             let loc = ctx.index.key(&field);
             ctx.push(
                 loc,
@@ -1341,7 +1336,7 @@ fn check_services(
     }
     for (name, s) in &services {
         let at = format!("services.{name}");
-        if !valid_name(name, 40) {
+        if !crate::names::is_valid(crate::names::NameKind::Service, name) {
             let loc = ctx.index.key(&at);
             ctx.push(
                 loc,

@@ -22,7 +22,7 @@ pub async fn run(
     if json {
         super::print_json(&report);
     } else {
-        println!(
+        crate::say!(
             "Deployment `{deployment}` is down ({} machines deleted, {} existing hosts released).",
             report.deleted_machines.len(),
             report.released_hosts.len()

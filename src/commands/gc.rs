@@ -14,35 +14,38 @@ fn print_items(title: &str, items: &[GcItem]) {
     if items.is_empty() {
         return;
     }
-    println!("{title}:");
+    crate::say!("{title}:");
     for i in items {
         let dep = if i.what == "deployment" || i.deployment.is_empty() {
             String::new()
         } else {
             format!(" of `{}`", i.deployment)
         };
-        println!(
+        crate::say!(
             "  {} {}{dep} [{}]: {}",
-            i.what, i.name, i.provider, i.reason
+            i.what,
+            i.name,
+            i.provider,
+            i.reason
         );
         if let Some(e) = &i.error {
-            println!("    error: {e}");
+            crate::say!("    error: {e}");
         }
     }
 }
 
 fn print_report(r: &GcReport) {
     if r.searched.is_empty() {
-        println!("No provider was searched for orphans (no recorded deployment and no blueprint or --provider-config given).");
+        crate::say!("No provider was searched for orphans (no recorded deployment and no blueprint or --provider-config given).");
     } else {
-        println!("Searched: {}.", r.searched.join(", "));
+        crate::say!("Searched: {}.", r.searched.join(", "));
     }
     let title = if r.dry_run { "Would delete" } else { "Deleted" };
     print_items(title, &r.deleted);
     print_items("Could not delete (the next gc tries again)", &r.failed);
     print_items("Kept", &r.kept);
     if r.deleted.is_empty() && r.failed.is_empty() {
-        println!("Nothing to collect.");
+        crate::say!("Nothing to collect.");
     }
 }
 
@@ -146,12 +149,12 @@ pub async fn extend(
             "note": note,
         }));
     } else {
-        println!(
+        crate::say!(
             "Deployment `{name}` now {} ({new}).",
             crate::util::time_left(&new)
         );
         if let Some(n) = note {
-            println!("  note: {n}");
+            crate::say!("  note: {n}");
         }
     }
     Ok(0)

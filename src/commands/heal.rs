@@ -11,14 +11,14 @@ fn print(r: &HealReport) {
         .filter(|v| v.decision != Decision::Healthy)
         .collect();
     if bad.is_empty() {
-        println!(
+        crate::say!(
             "Deployment `{}`: all {} nodes healthy.",
             r.deployment,
             r.verdicts.len()
         );
     }
     for v in &bad {
-        println!(
+        crate::say!(
             "  {:<16} {:<8} {:?}: {}",
             v.node,
             v.role,
@@ -27,31 +27,31 @@ fn print(r: &HealReport) {
         );
     }
     if let Some(why) = &r.refused {
-        println!("Refused: {why}");
+        crate::say!("Refused: {why}");
     } else if r.dry_run
         && bad
             .iter()
             .any(|v| matches!(v.decision, Decision::Replace | Decision::RestartDocker))
     {
-        println!("(dry run: nothing was changed)");
+        crate::say!("(dry run: nothing was changed)");
     }
     for (n, outcome) in &r.restarted {
         match outcome {
-            Restart::Docker(v) => println!("  restarted Docker on {n}: {v} answers"),
+            Restart::Docker(v) => crate::say!("  restarted Docker on {n}: {v} answers"),
             Restart::Failed(e) => {
-                println!("  restarting Docker on {n} failed ({e}); the next heal replaces it")
+                crate::say!("  restarting Docker on {n} failed ({e}); the next heal replaces it")
             }
         }
     }
     for n in &r.replaced {
-        println!("  replaced {n}");
+        crate::say!("  replaced {n}");
     }
     if let Some(m) = &r.manager {
-        println!("  manager: {m}");
+        crate::say!("  manager: {m}");
     }
     if let Some(c) = &r.converge {
         for n in &c.machines.create {
-            println!("  + created {} in group {}", n.name, n.group);
+            crate::say!("  + created {} in group {}", n.name, n.group);
         }
     }
 }
@@ -99,7 +99,7 @@ pub async fn run(
                 }
             }
             // A busy lock or a failed attempt is reported; the next round tries again.
-            Err(e) => eprintln!("heal: {e}"),
+            Err(e) => crate::tell!("heal: {e}"),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

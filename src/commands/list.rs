@@ -6,21 +6,26 @@ pub fn run(home: &Home, json: bool) -> Result<i32> {
     if json {
         super::print_json(&rows);
     } else if rows.is_empty() {
-        println!("No deployments in {}.", home.backend().url());
+        crate::say!("No deployments in {}.", home.backend().url());
     } else {
-        println!(
+        crate::say!(
             "{:<24} {:<9} {:<8} {:<6} {:<22} {:<24} LAST RUN",
-            "DEPLOYMENT", "PROVIDER", "CLUSTER", "NODES", "UPDATED", "EXPIRY"
+            "DEPLOYMENT",
+            "PROVIDER",
+            "CLUSTER",
+            "NODES",
+            "UPDATED",
+            "EXPIRY"
         );
         for r in rows {
             if let Some(e) = r["error"].as_str() {
-                println!(
+                crate::say!(
                     "{:<24} cannot be read: {e}",
                     r["deployment"].as_str().unwrap_or("")
                 );
                 continue;
             }
-            println!(
+            crate::say!(
                 "{:<24} {:<9} {:<8} {:<6} {:<22} {:<24} {}",
                 r["deployment"].as_str().unwrap_or(""),
                 r["provider"].as_str().unwrap_or(""),

@@ -18,8 +18,8 @@ pub fn run_lock(home: &Home, cmd: LockCommand, json: bool) -> Result<i32> {
                 }));
             } else {
                 match &info {
-                    None => println!("`{deployment}` is not locked ({})", home.backend().url()),
-                    Some(i) => println!(
+                    None => crate::say!("`{deployment}` is not locked ({})", home.backend().url()),
+                    Some(i) => crate::say!(
                         "`{deployment}` is locked by {}{} ({})",
                         i.holder,
                         i.expires_at
@@ -39,7 +39,7 @@ pub fn run_lock(home: &Home, cmd: LockCommand, json: bool) -> Result<i32> {
         LockCommand::ForceUnlock { deployment, yes } => {
             let info = home.backend().lock_status(&deployment)?;
             let Some(i) = info else {
-                println!("`{deployment}` is not locked; nothing to do");
+                crate::say!("`{deployment}` is not locked; nothing to do");
                 return Ok(exit::OK);
             };
             let question = format!(
@@ -58,7 +58,7 @@ pub fn run_lock(home: &Home, cmd: LockCommand, json: bool) -> Result<i32> {
                     &serde_json::json!({"deployment": deployment, "removed": removed, "holder": i.holder}),
                 );
             } else {
-                println!("Removed the lock of `{deployment}` (held by {}).", i.holder);
+                crate::say!("Removed the lock of `{deployment}` (held by {}).", i.holder);
             }
             Ok(exit::OK)
         }
@@ -75,11 +75,14 @@ pub fn run_state(home: &Home, cmd: StateCommand, json: bool) -> Result<i32> {
             if json {
                 super::print_json(&h);
             } else {
-                println!("{:>8}  {:<22} {:<28} BYTES", "VERSION", "WRITTEN", "BY");
+                crate::say!("{:>8}  {:<22} {:<28} BYTES", "VERSION", "WRITTEN", "BY");
                 for e in &h {
-                    println!(
+                    crate::say!(
                         "{:>8}  {:<22} {:<28} {}",
-                        e.version, e.written_at, e.written_by, e.bytes
+                        e.version,
+                        e.written_at,
+                        e.written_by,
+                        e.bytes
                     );
                 }
             }
@@ -123,7 +126,7 @@ pub fn run_state(home: &Home, cmd: StateCommand, json: bool) -> Result<i32> {
                     &serde_json::json!({"deployment": deployment, "restored": to, "version": v}),
                 );
             } else {
-                println!("`{deployment}`: version {to} is the current state again (stored as version {v}).");
+                crate::say!("`{deployment}`: version {to} is the current state again (stored as version {v}).");
             }
             Ok(exit::OK)
         }
@@ -143,7 +146,7 @@ pub fn run_state(home: &Home, cmd: StateCommand, json: bool) -> Result<i32> {
             if json {
                 super::print_json(&r);
             } else {
-                println!(
+                crate::say!(
                     "Copied `{deployment}` from {} to {} (version {} there, read back and compared){}.",
                     r.from,
                     r.to,

@@ -11,7 +11,7 @@ fn print(r: &ManagerReport, json: bool) {
     }
     let app = &r.app_container;
     match r.action.as_str() {
-        "backed-up" => println!(
+        "backed-up" => crate::say!(
             "Backed up the manager data of `{}` from {} to {} ({} bytes, mode 0600: it holds the SSH key and the API token).",
             r.deployment,
             r.node,
@@ -19,22 +19,22 @@ fn print(r: &ManagerReport, json: bool) {
             r.bytes.unwrap_or(0)
         ),
         "status" => {
-            println!("manager of `{}` on {}", r.deployment, r.node);
-            println!(
+            crate::say!("manager of `{}` on {}", r.deployment, r.node);
+            crate::say!(
                 "  data container: {}",
                 if r.data_container.present { "present" } else { "MISSING" }
             );
             if app.present {
-                println!(
+                crate::say!(
                     "  app container:  {} (health {}, {} restarts, image {})",
                     app.status, app.health, app.restarts, app.image
                 );
             } else {
-                println!("  app container:  MISSING (`flotilla manager recover {}`)", r.deployment);
+                crate::say!("  app container:  MISSING (`flotilla manager recover {}`)", r.deployment);
             }
         }
         action => {
-            println!(
+            crate::say!(
                 "Manager of `{}` {action} on {} (image {}{}){}.",
                 r.deployment,
                 r.node,
@@ -49,15 +49,15 @@ fn print(r: &ManagerReport, json: bool) {
     }
     if r.action != "backed-up" {
         if let Some(url) = &r.url {
-            println!("  API:   {url}  (GET {url}/openapi.json describes it)");
+            crate::say!("  API:   {url}  (GET {url}/openapi.json describes it)");
         }
         if let Some(fp) = &r.tls_fingerprint {
-            println!("  TLS:   certificate {fp} (self-signed; flotilla pins it, `curl --cacert` the certificate from `docker exec flotilla-manager cat /var/lib/flotilla/tls/cert.pem` or compare the fingerprint)");
+            crate::say!("  TLS:   certificate {fp} (self-signed; flotilla pins it, `curl --cacert` the certificate from `docker exec flotilla-manager cat /var/lib/flotilla/tls/cert.pem` or compare the fingerprint)");
         }
         if let Some(api) = &r.api {
-            println!("  reachable from here: {api}");
+            crate::say!("  reachable from here: {api}");
         }
-        println!(
+        crate::say!(
             "  token: {} (send it as `Authorization: Bearer <token>`)",
             r.token_file
         );
@@ -93,7 +93,7 @@ pub async fn run(home: &Home, cmd: ManagerCommand, json: bool) -> Result<i32> {
             if json {
                 super::print_json(&built);
             } else {
-                println!(
+                crate::say!(
                     "Built {} ({}, {:.1} MB, {} files from this machine).",
                     built.tag,
                     built.id,
@@ -155,12 +155,12 @@ pub async fn run(home: &Home, cmd: ManagerCommand, json: bool) -> Result<i32> {
             let fp =
                 crate::serve::tls::file_fingerprint(&tls_dir.join(crate::serve::tls::CERT_FILE))
                     .map_err(|e| crate::error::Error::Other(e.to_string()))?;
-            println!("{fp}");
+            crate::say!("{fp}");
             Ok(exit::OK)
         }
         ManagerCommand::InitData => {
             let done = manager::data::init(std::io::stdin().lock(), home)?;
-            eprintln!("seeded: {}", done.join(", "));
+            crate::tell!("seeded: {}", done.join(", "));
             Ok(exit::OK)
         }
         ManagerCommand::DumpData => {
@@ -174,7 +174,7 @@ pub async fn run(home: &Home, cmd: ManagerCommand, json: bool) -> Result<i32> {
                 &home.root,
                 Path::new(manager::LOG_DIR),
             )?;
-            eprintln!("restored {n} entries");
+            crate::tell!("restored {n} entries");
             Ok(exit::OK)
         }
     }

@@ -73,7 +73,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         &serde_json::json!({"deployment": deployment, "file": file, "bytes": bytes.len()}),
                     );
                 } else {
-                    println!(
+                    crate::say!(
                         "Exported `{deployment}` to {} ({} bytes, mode 0600: it holds the SSH private key).",
                         file.display(),
                         bytes.len()
@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             if json {
                 print_json(&r);
             } else {
-                println!(
+                crate::say!(
                     "Imported `{}` ({} nodes){}.",
                     r.deployment,
                     r.nodes,
@@ -110,7 +110,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     .iter()
                     .any(|f| f == crate::engine::transfer::MANAGER_DATA)
                 {
-                    println!(
+                    crate::say!(
                         "The manager's data is in {}; `flotilla manager install {} --data <that file>` restores it into a new manager.",
                         home.deployment_dir(&r.deployment)?
                             .join(crate::engine::transfer::MANAGER_DATA)
@@ -229,7 +229,7 @@ pub fn print_json<T: serde::Serialize>(v: &T) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{s}");
         }
-        Err(e) => eprintln!("error: cannot encode JSON output: {e}"),
+        Err(e) => crate::tell!("error: cannot encode JSON output: {e}"),
     }
 }
 

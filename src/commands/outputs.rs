@@ -13,7 +13,7 @@ pub fn run(home: &Home, deployment: &str, json: bool) -> Result<i32> {
         super::print_json(&outputs);
     } else {
         for (k, v) in &outputs {
-            println!("{k} = {v}");
+            crate::say!("{k} = {v}");
         }
     }
     Ok(0)
@@ -32,7 +32,7 @@ pub fn kubeconfig(home: &Home, deployment: &str, json: bool) -> Result<i32> {
     if json {
         super::print_json(&serde_json::json!({"kubeconfig": path.display().to_string()}));
     } else {
-        println!("{}", path.display());
+        crate::say!("{}", path.display());
     }
     Ok(0)
 }

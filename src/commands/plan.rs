@@ -72,19 +72,19 @@ pub async fn run(
     } else {
         let lines = describe(&report);
         if lines.is_empty() {
-            println!(
+            crate::say!(
                 "No changes: deployment `{}` matches {}.",
                 bp.name,
                 args.blueprint.display()
             );
         } else {
-            println!(
+            crate::say!(
                 "Deployment `{}`: {} change(s) pending:",
                 bp.name,
                 lines.len()
             );
             for l in lines {
-                println!("  {l}");
+                crate::say!("  {l}");
             }
         }
     }

@@ -7,18 +7,29 @@ pub async fn run(home: &Home, deployment: &str, node: Option<&str>, json: bool) 
     if json {
         super::print_json(&r);
     } else {
-        println!(
+        crate::say!(
             "{:<14} {:<14} {:<28} {:<24} {:<9} {:<11} DETAIL",
-            "NODE", "CONTAINER ID", "NAME", "IMAGE", "STATE", "OWNER"
+            "NODE",
+            "CONTAINER ID",
+            "NAME",
+            "IMAGE",
+            "STATE",
+            "OWNER"
         );
         for c in &r.containers {
-            println!(
+            crate::say!(
                 "{:<14} {:<14} {:<28} {:<24} {:<9} {:<11} {}",
-                c.node, c.id, c.name, c.image, c.state, c.owner, c.detail
+                c.node,
+                c.id,
+                c.name,
+                c.image,
+                c.state,
+                c.owner,
+                c.detail
             );
         }
         for (n, why) in &r.unreachable {
-            println!("{n}: not asked ({why})");
+            crate::say!("{n}: not asked ({why})");
         }
     }
     Ok(if r.unreachable.is_empty() {
@@ -53,7 +64,7 @@ pub async fn signal(
     if json {
         super::print_json(&serde_json::json!({"node": node, verb: r}));
     } else {
-        println!("{verb} {} ({}) on {node}; owner: {}", r.name, r.id, r.owner);
+        crate::say!("{verb} {} ({}) on {node}; owner: {}", r.name, r.id, r.owner);
     }
     Ok(exit::OK)
 }

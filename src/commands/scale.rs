@@ -26,16 +26,16 @@ pub async fn run(
     if json {
         super::print_json(&report);
     } else if report.changed {
-        println!(
+        crate::say!(
             "Deployment `{deployment}` scaled ({} nodes, {:.1}s).",
             report.nodes.len(),
             report.elapsed_seconds
         );
         for l in super::plan::describe(&report) {
-            println!("  {l}");
+            crate::say!("  {l}");
         }
     } else {
-        println!(
+        crate::say!(
             "No changes: deployment `{deployment}` already has those sizes ({} nodes).",
             report.nodes.len()
         );

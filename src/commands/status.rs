@@ -6,12 +6,16 @@ pub fn print_nodes(nodes: &[NodeSummary]) {
     if nodes.is_empty() {
         return;
     }
-    println!(
+    crate::say!(
         "  {:<16} {:<8} {:<16} {:<12} {:<10}",
-        "NODE", "ROLE", "ADDRESS", "PHASE", "DOCKER"
+        "NODE",
+        "ROLE",
+        "ADDRESS",
+        "PHASE",
+        "DOCKER"
     );
     for n in nodes {
-        println!(
+        crate::say!(
             "  {:<16} {:<8} {:<16} {:<12} {:<10}",
             n.name,
             n.role,
@@ -44,10 +48,10 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool, probe: bool)
         }
     } else {
         if reports.is_empty() {
-            println!("No deployments in {}.", home.backend().url());
+            crate::say!("No deployments in {}.", home.backend().url());
         }
         for r in &reports {
-            println!(
+            crate::say!(
                 "Deployment `{}` ({} provider, {} cluster): {}",
                 r.deployment,
                 r.provider,
@@ -55,21 +59,26 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool, probe: bool)
                 if r.healthy { "healthy" } else { "DEGRADED" }
             );
             if let Some(e) = &r.provider_error {
-                println!("  machine states unknown: {e}");
+                crate::say!("  machine states unknown: {e}");
             }
             if let Some(at) = &r.expires_at {
-                println!(
+                crate::say!(
                     "  {} ({at}); `flotilla extend` to keep it",
                     crate::util::time_left(at)
                 );
             }
-            println!(
+            crate::say!(
                 "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} CLUSTER",
-                "NODE", "ROLE", "ADDRESS", "MACHINE", "SSH", "DOCKER"
+                "NODE",
+                "ROLE",
+                "ADDRESS",
+                "MACHINE",
+                "SSH",
+                "DOCKER"
             );
             for n in &r.nodes {
                 let ssh = if n.ssh == "ok" { "ok" } else { "unreachable" };
-                println!(
+                crate::say!(
                     "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} {}",
                     n.name,
                     n.role,
@@ -81,9 +90,11 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool, probe: bool)
                 );
             }
             for m in &r.stray_members {
-                println!(
+                crate::say!(
                     "  stray cluster member {} ({}) is {}: not one of the deployment's nodes",
-                    m.hostname, m.id, m.status
+                    m.hostname,
+                    m.id,
+                    m.status
                 );
             }
         }

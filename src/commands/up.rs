@@ -37,47 +37,47 @@ pub async fn run(
         return Ok(0);
     }
     if report.changed {
-        println!(
+        crate::say!(
             "Deployment `{}` is up ({} nodes, {:.1}s).",
             report.deployment,
             report.nodes.len(),
             report.elapsed_seconds
         );
         for l in super::plan::describe(&report) {
-            println!("  {l}");
+            crate::say!("  {l}");
         }
         for n in &report.docker_installed {
-            println!("  ~ installed Docker on {n}");
+            crate::say!("  ~ installed Docker on {n}");
         }
         for n in &report.docker_started {
-            println!("  ~ started Docker on {n}");
+            crate::say!("  ~ started Docker on {n}");
         }
         if let Some(c) = &report.cluster {
             if let Some(first) = &c.initialized_on {
-                println!("  + swarm initialised on {first}");
+                crate::say!("  + swarm initialised on {first}");
             }
             for n in &c.joined {
-                println!("  + {n} joined the swarm");
+                crate::say!("  + {n} joined the swarm");
             }
         }
     } else {
-        println!(
+        crate::say!(
             "No changes: deployment `{}` is up to date ({} nodes).",
             report.deployment,
             report.nodes.len()
         );
     }
     for n in &report.notes {
-        println!("note: {n}");
+        crate::say!("note: {n}");
     }
     super::status::print_nodes(&report.nodes);
     if !report.outputs.is_empty() {
-        println!("Outputs:");
+        crate::say!("Outputs:");
         for (k, v) in &report.outputs {
-            println!("  {k} = {v}");
+            crate::say!("  {k} = {v}");
         }
     }
-    println!(
+    crate::say!(
         "Reach it: flotilla ssh {} <node> [-- docker node ls]",
         report.deployment
     );

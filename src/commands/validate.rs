@@ -24,7 +24,7 @@ pub fn run(args: &BlueprintArgs, json: bool) -> Result<i32> {
         }));
     } else {
         let nodes: u32 = bp.groups.iter().map(|g| g.count).sum();
-        println!(
+        crate::say!(
             "{}: valid (deployment `{}`, {} provider, {} cluster, {} nodes in {} groups)",
             args.blueprint.display(),
             bp.name,

@@ -136,7 +136,7 @@ pub fn journal(
 /// abruptly (abort: no cleanup, as with SIGKILL) when it reaches that step boundary.
 pub fn fault_point(step: &str) {
     if std::env::var("FLOTILLA_FAULT_AT").ok().as_deref() == Some(step) {
-        eprintln!("FLOTILLA_FAULT_AT={step}: aborting here (test hook)");
+        crate::tell!("FLOTILLA_FAULT_AT={step}: aborting here (test hook)");
         std::process::abort();
     }
     // `FLOTILLA_FAULT_PAUSE_AT=<step>`: stop there (at most 10 minutes) after creating the file
@@ -145,7 +145,7 @@ pub fn fault_point(step: &str) {
         if let Ok(marker) = std::env::var("FLOTILLA_FAULT_PAUSE_FILE") {
             let _ = std::fs::write(marker, std::process::id().to_string());
         }
-        eprintln!("FLOTILLA_FAULT_PAUSE_AT={step}: paused here (test hook)");
+        crate::tell!("FLOTILLA_FAULT_PAUSE_AT={step}: paused here (test hook)");
         std::thread::sleep(std::time::Duration::from_secs(600));
     }
 }

@@ -33,16 +33,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(e) => Err(ApiError(Error::Usage(rejected(&e)))),
-        }
+        let bad = |why: String| {
+            ApiError(Error::Usage(format!(
+                "the request body must be the documented JSON object (see /openapi.json): {why}"
+            )))
+        };
+        // An object, not another shape serde would also map onto the fields (`[true]`).
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v @ serde_json::Value::Object(_))) => v,
+            Ok(_) => return Err(bad("not an object".into())),
+            Err(e) => return Err(bad(rejected(&e))),
+        };
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| bad(e.to_string()))
     }
 }
 
 fn rejected(e: &JsonRejection) -> String {
-    format!(
-        "the request body must be the documented JSON (see /openapi.json): {}",
-        e.body_text()
-    )
+    e.body_text()
 }

@@ -180,7 +180,7 @@ pub async fn run(home: Home, opts: ServeOptions) -> crate::error::Result<()> {
         auth::load_or_create(&opts.token_file).map_err(|e| Error::Other(e.to_string()))?;
     if created {
         // The path only: the token itself is never printed or logged.
-        eprintln!(
+        crate::tell!(
             "flotilla serve: a new API token was written to {} (mode 0600)",
             opts.token_file.display()
         );
@@ -201,7 +201,7 @@ pub async fn run(home: Home, opts: ServeOptions) -> crate::error::Result<()> {
             let (cert, key) = tls::load_or_create(dir, &[opts.listen.ip().to_string()])
                 .map_err(|e| Error::Usage(e.to_string()))?;
             let fp = tls::file_fingerprint(&cert).map_err(|e| Error::Usage(e.to_string()))?;
-            eprintln!("flotilla serve: TLS certificate {} ({fp})", cert.display());
+            crate::tell!("flotilla serve: TLS certificate {} ({fp})", cert.display());
             Some(tls::server_config(&cert, &key).map_err(|e| Error::Usage(e.to_string()))?)
         }
         None if !opts.listen.ip().is_loopback() && !opts.allow_plain_http => {
@@ -219,7 +219,7 @@ pub async fn run(home: Home, opts: ServeOptions) -> crate::error::Result<()> {
         .local_addr()
         .map_err(|e| Error::Other(e.to_string()))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!("flotilla serve: listening on {scheme}://{addr}");
+    crate::tell!("flotilla serve: listening on {scheme}://{addr}");
     let app = router(state, opts.request_timeout);
     listener::serve(
         listener,
@@ -246,7 +246,7 @@ async fn shutdown() {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    eprintln!("flotilla serve: stopping (requests in flight finish first)");
+    crate::tell!("flotilla serve: stopping (requests in flight finish first)");
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {

@@ -165,9 +165,16 @@ impl OpenStackProvider {
         }
     }
 
+    /// What gc may collect: only the credentials' own project's resources, even for an admin
+    /// whose listings span every project (asked with `project_id`, and checked on each item).
     pub(crate) async fn list_managed(&self) -> Result<Vec<ManagedResource>, ProviderError> {
+        let project = self.s.project_id().await?;
+        let ours = |v: &Value, key: &str| v[key].as_str() == Some(project.as_str());
         let mut out = Vec::new();
         for s in self.all_servers().await? {
+            if !ours(&s, "tenant_id") {
+                continue;
+            }
             let md = &s["metadata"];
             if md[labels::MANAGED] != "true"
                 || matches!(s["status"].as_str(), Some("DELETED") | Some("SOFT_DELETED"))
@@ -192,9 +199,17 @@ impl OpenStackProvider {
         }
         let fips = self
             .s
-            .ok(Service::Network, Method::GET, "/floatingips", None)
+            .ok(
+                Service::Network,
+                Method::GET,
+                &format!("/floatingips?project_id={}", enc(&project)),
+                None,
+            )
             .await?;
         for f in fips["floatingips"].as_array().into_iter().flatten() {
+            if !ours(f, "project_id") {
+                continue;
+            }
             let (Some(id), Some((dep, node))) = (f["id"].as_str(), fip_owner(f)) else {
                 continue;
             };
@@ -210,9 +225,17 @@ impl OpenStackProvider {
         }
         let sgs = self
             .s
-            .ok(Service::Network, Method::GET, "/security-groups", None)
+            .ok(
+                Service::Network,
+                Method::GET,
+                &format!("/security-groups?project_id={}", enc(&project)),
+                None,
+            )
             .await?;
         for sg in sgs["security_groups"].as_array().into_iter().flatten() {
+            if !ours(sg, "project_id") {
+                continue;
+            }
             let (Some(id), Some(dep)) = (sg["id"].as_str(), sg_deployment(sg)) else {
                 continue;
             };
