@@ -12,6 +12,10 @@
 //!
 //! Numbers and booleans are not strings and are written as they are (they cannot hold syntax).
 //! `| safe` opts out of escaping; the script templates never use it (a unit test checks).
+//!
+//! Tera also escapes the operands of `{% if x %}` and `{% if x == "y" %}`, so every escape here
+//! keeps what those ask: the empty string stays empty (falsy), and equal values escape equally
+//! (placeholders are shared by equal values).
 
 use serde_json::Value;
 use std::cell::RefCell;
@@ -114,13 +118,21 @@ fn render_with(
     Ok(out)
 }
 
+fn shell_escape(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        crate::ssh::shell_quote(s)
+    }
+}
+
 /// A shell script: every value single-quoted. `templates` may include each other.
 pub fn render_script(
     templates: &[(&str, &str)],
     entry: &str,
     ctx: &tera::Context,
 ) -> Result<String, String> {
-    render_with(crate::ssh::shell_quote, templates, entry, ctx)
+    render_with(shell_escape, templates, entry, ctx)
         .map_err(|e| format!("template {entry}: {}", chain(&e)))
 }
 
@@ -134,9 +146,12 @@ pub fn render_text(name: &str, template: &str, ctx: &tera::Context) -> tera::Res
     render_with(as_is, &[(name, template)], name, ctx)
 }
 
-/// A YAML double-quoted scalar (JSON string syntax is valid YAML).
+/// A YAML double-quoted scalar (JSON string syntax is valid YAML); empty stays empty.
 pub fn yaml_quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+    if s.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// A YAML file (kubeadm configuration): every value a double-quoted scalar.
@@ -149,16 +164,32 @@ pub fn render_yaml_config(
         .map_err(|e| format!("template {entry}: {}", chain(&e)))
 }
 
+/// The values of a document being rendered, by placeholder number (equal values share one).
+#[derive(Default)]
+struct Slots {
+    values: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
 thread_local! {
-    /// The values of the document being rendered on this thread, by placeholder number.
-    static SLOTS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    static SLOTS: RefCell<Option<Slots>> = const { RefCell::new(None) };
 }
 
 fn placeholder(s: &str) -> String {
+    if s.is_empty() {
+        return String::new();
+    }
     SLOTS.with(|slots| match slots.borrow_mut().as_mut() {
-        Some(v) => {
-            v.push(s.to_string());
-            format!("{OPEN}{}{CLOSE}", v.len() - 1)
+        Some(slots) => {
+            let n = match slots.index.get(s) {
+                Some(n) => *n,
+                None => {
+                    slots.values.push(s.to_string());
+                    slots.index.insert(s.to_string(), slots.values.len() - 1);
+                    slots.values.len() - 1
+                }
+            };
+            format!("{OPEN}{n}{CLOSE}")
         }
         // Only reachable outside `render_document`: never paste a value.
         None => String::new(),
@@ -175,9 +206,12 @@ pub struct Rendered {
 
 /// Renders a blueprint or `services:` file; parse `text`, then `fill` the values in.
 pub fn render_document(name: &str, template: &str, ctx: &tera::Context) -> tera::Result<Rendered> {
-    SLOTS.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    SLOTS.with(|s| *s.borrow_mut() = Some(Slots::default()));
     let out = render_with(placeholder, &[(name, template)], name, ctx);
-    let values = SLOTS.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let values = SLOTS
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_default()
+        .values;
     let text = out?;
     if values.iter().map(String::len).sum::<usize>() + text.len() > OUTPUT_LIMIT {
         return Err(tera::Error::msg(format!(
@@ -385,10 +419,32 @@ mod tests {
         }
     }
 
+    /// Tera escapes the operands of conditions too: they must still mean what they say.
+    #[test]
+    fn conditions_and_comparisons_see_through_the_escaping() {
+        let t = "{% if x %}set{% else %}unset{% endif %},{% if x == \"prod\" %}prod{% endif %},{% if x != \"prod\" %}other{% endif %}";
+        for (x, want) in [
+            ("", "unset,,other"),
+            ("prod", "set,prod,"),
+            ("dev", "set,,other"),
+        ] {
+            let c = ctx(&[("x", Value::from(x))]);
+            assert_eq!(
+                render_script(&[("t", t)], "t", &c).expect("script"),
+                want,
+                "{x:?}"
+            );
+            assert_eq!(render_yaml_config("t", t, &c).expect("yaml"), want, "{x:?}");
+            let r = render_document("t", t, &c).expect("document");
+            assert_eq!(r.text_of(&r.text), want, "{x:?}");
+        }
+    }
+
     #[test]
     fn keys_that_become_equal_are_refused() {
-        let c = ctx(&[("a", Value::from("x")), ("b", Value::from("x"))]);
-        let r = render_document("t", "{{ a }}: 1\n{{ b }}: 2\n", &c).expect("render");
+        // Different text before the values are filled in, the same key after.
+        let c = ctx(&[("a", Value::from("a")), ("b", Value::from("b"))]);
+        let r = render_document("t", "{{ a }}b: 1\na{{ b }}: 2\n", &c).expect("render");
         let parsed: Value = serde_saphyr::from_str(&r.text).expect("yaml");
         assert!(r.fill(parsed).is_err());
     }

@@ -525,6 +525,19 @@ fn inputs_are_one_scalar_and_templates_cannot_read_the_environment() {
         assert_eq!(r["provider"], "docker", "{hostile:?}: {r}");
         assert_eq!(r["groups"].as_array().map(Vec::len), Some(1), "{r}");
     }
+    // Conditions still see the values (Tera escapes their operands too).
+    let cond = home.write(
+        "cond.yaml",
+        "name: trust-cond\ninputs:\n  env: dev\n  cloud: \"\"\nprovider:\n  kind: docker\ncluster:\n  kind: swarm\ngroups:\n  managers: {role: manager, count: 1}\n{% if inputs.env == \"prod\" %}  workers: {role: worker, count: 3}\n{% endif %}{% if inputs.cloud %}  extra: {role: worker, count: 1}\n{% endif %}",
+    );
+    let cond = cond.to_str().expect("utf8");
+    for (set, groups) in [("env=dev", 1), ("env=prod", 2)] {
+        let o = home.run(&["validate", cond, "--set", set, "-o", "json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(json(&o)["groups"].as_array().map(Vec::len), Some(groups), "{set}");
+    }
+    let o = home.run(&["validate", cond, "--set", "cloud=x", "-o", "json"]);
+    assert_eq!(json(&o)["groups"].as_array().map(Vec::len), Some(2));
     std::env::set_var("FLOTILLA_TRUST_SECRET", "s3cret");
     for (what, text, expect) in [
         ("get_env", "name: \"{{ get_env(name='FLOTILLA_TRUST_SECRET') }}\"\n", "get_env is not available"),
@@ -877,4 +890,74 @@ fn closed_pipes_never_make_a_panic() {
             assert!(!err.contains("panicked"), "{args:?} ({close}): {err}");
         }
     }
+}
+
+/// Values that pass validation but are full of shell syntax (a label, an environment value, a
+/// node label) reach a real node as plain text: the node runs none of it, and Docker and the
+/// swarm hold exactly the value written in the blueprint.
+#[test]
+fn shell_syntax_in_valid_values_reaches_the_node_as_text() {
+    crate::common::require_docker();
+    let home = Home::new();
+    let name = "it-trust-node";
+    let _scrub = crate::common::Scrub::new(name);
+    let bp = crate::heal_scale::blueprint_pub(&home, name, "10.198.40.0/24", 0, "");
+    let env = "$(touch /tmp/pwned-env) `touch /tmp/pwned-tick` ' \" ; touch /tmp/pwned-semi";
+    let label = "'; touch /tmp/pwned-label; echo '";
+    let zone = "$(touch /tmp/pwned-zone)\"'";
+    let text = std::fs::read_to_string(&bp)
+        .expect("blueprint")
+        .replace(
+            "  managers:\n    role: manager\n    count: 1\n",
+            &format!(
+                "  managers:\n    role: manager\n    count: 1\n    labels:\n      zone: {}\n",
+                serde_json::to_string(zone).expect("json")
+            ),
+        )
+        + &format!(
+            "containers:\n  probe:\n    groups: [managers]\n    image: {{repository: flotilla-test/tiny, tag: \"1\"}}\n    command: [/bin/busybox, sleep, \"3600\"]\n    env: {{X: {}}}\n    labels: {{note: {}}}\n",
+            serde_json::to_string(env).expect("json"),
+            serde_json::to_string(label).expect("json"),
+        );
+    std::fs::write(&bp, text).expect("write");
+    let up = home.run(&["up", &bp, "-o", "json"]);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    let on_node = |script: &str| {
+        let o = home.run(&[
+            "ssh",
+            name,
+            "managers-1",
+            "--",
+            "sh",
+            "-c",
+            &format!("'{script}'"),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{script}: {}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(
+        on_node("ls /tmp | grep -c pwned || true").trim(),
+        "0",
+        "a value ran as a command on the node"
+    );
+    let id = on_node("docker ps -q --filter label=io.flotilla.deployment=it-trust-node");
+    let id = id.trim();
+    assert!(!id.is_empty(), "the probe container runs");
+    let envs: Vec<String> = serde_json::from_str(&on_node(&format!(
+        "docker inspect -f \"{{{{json .Config.Env}}}}\" {id}"
+    )))
+    .expect("env json");
+    assert!(envs.contains(&format!("X={env}")), "{envs:?}");
+    let labels: serde_json::Value = serde_json::from_str(&on_node(&format!(
+        "docker inspect -f \"{{{{json .Config.Labels}}}}\" {id}"
+    )))
+    .expect("labels json");
+    assert_eq!(labels["note"], label, "{labels}");
+    let node_labels: serde_json::Value = serde_json::from_str(&on_node(
+        "docker node inspect self -f \"{{json .Spec.Labels}}\"",
+    ))
+    .expect("node labels");
+    assert_eq!(node_labels["zone"], zone, "{node_labels}");
+    let down = home.run(&["down", name, "--yes"]);
+    assert_eq!(down.status.code(), Some(0), "{}", stderr(&down));
 }
