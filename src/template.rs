@@ -283,13 +283,7 @@ impl Rendered {
 }
 
 fn chain(e: &tera::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        parts.push(s.to_string());
-        src = s.source();
-    }
-    parts.join(": ")
+    crate::util::error_chain(e)
 }
 
 #[cfg(test)]

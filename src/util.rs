@@ -67,6 +67,20 @@ pub fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// An error and its sources, `: `-joined (a source whose text is already shown is skipped).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
 /// Test helper: a rendered script must at least be valid POSIX shell (`sh -n`).
 #[cfg(test)]
 pub fn assert_sh_syntax(script: &str) {

@@ -95,6 +95,21 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("flotilla-test-cache"))
 }
 
+/// Runs `script` (no single quotes in it) on a node with `flotilla ssh`; its stdout, trimmed.
+pub fn on_node(home: &Home, deployment: &str, node: &str, script: &str) -> String {
+    let o = home.run(&[
+        "ssh",
+        deployment,
+        node,
+        "--",
+        "sh",
+        "-c",
+        &format!("'{script}'"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{script}: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

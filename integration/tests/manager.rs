@@ -65,15 +65,7 @@ pub fn https(
         }
         match req.send().await {
             Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-            Err(e) => {
-                let mut why = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    why.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
-                (0, why)
-            }
+            Err(e) => (0, flotilla::util::error_chain(&e)),
         }
     })
 }
@@ -95,17 +87,7 @@ fn deployments_listed(base: &str, fingerprint: &str, token: &str) -> serde_json:
 }
 
 fn on_node(home: &Home, script: &str) -> String {
-    let o = home.run(&[
-        "ssh",
-        DEPLOYMENT,
-        "managers-1",
-        "--",
-        "sh",
-        "-c",
-        &format!("'{script}'"),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{script}: {}", stderr(&o));
-    stdout(&o).trim().to_string()
+    crate::common::on_node(home, DEPLOYMENT, "managers-1", script)
 }
 
 fn log_lines(home: &Home) -> usize {

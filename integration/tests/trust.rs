@@ -534,7 +534,11 @@ fn inputs_are_one_scalar_and_templates_cannot_read_the_environment() {
     for (set, groups) in [("env=dev", 1), ("env=prod", 2)] {
         let o = home.run(&["validate", cond, "--set", set, "-o", "json"]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert_eq!(json(&o)["groups"].as_array().map(Vec::len), Some(groups), "{set}");
+        assert_eq!(
+            json(&o)["groups"].as_array().map(Vec::len),
+            Some(groups),
+            "{set}"
+        );
     }
     let o = home.run(&["validate", cond, "--set", "cloud=x", "-o", "json"]);
     assert_eq!(json(&o)["groups"].as_array().map(Vec::len), Some(2));
@@ -922,19 +926,7 @@ fn shell_syntax_in_valid_values_reaches_the_node_as_text() {
     std::fs::write(&bp, text).expect("write");
     let up = home.run(&["up", &bp, "-o", "json"]);
     assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
-    let on_node = |script: &str| {
-        let o = home.run(&[
-            "ssh",
-            name,
-            "managers-1",
-            "--",
-            "sh",
-            "-c",
-            &format!("'{script}'"),
-        ]);
-        assert_eq!(o.status.code(), Some(0), "{script}: {}", stderr(&o));
-        stdout(&o)
-    };
+    let on_node = |script: &str| crate::common::on_node(&home, name, "managers-1", script);
     assert_eq!(
         on_node("ls /tmp | grep -c pwned || true").trim(),
         "0",

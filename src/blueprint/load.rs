@@ -131,13 +131,7 @@ impl Ctx<'_> {
 }
 
 fn tera_message(e: &tera::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        parts.push(s.to_string());
-        src = s.source();
-    }
-    parts.join(": ")
+    crate::util::error_chain(e)
 }
 
 /// Finds the line of the first `{{ ... }}`/`{% ... %}` that mentions `needle`.

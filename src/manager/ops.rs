@@ -171,15 +171,7 @@ async fn probe_api(state: &State, m: &ManagerRecord) -> String {
     match client.get(format!("{url}/healthz")).send().await {
         Ok(r) if r.status().is_success() => "answers (TLS certificate as recorded)".into(),
         Ok(r) => format!("answered HTTP {}", r.status()),
-        Err(e) => {
-            let mut parts = vec![e.to_string()];
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                parts.push(s.to_string());
-                src = s.source();
-            }
-            parts.join(": ")
-        }
+        Err(e) => crate::util::error_chain(&e),
     }
 }
 

@@ -418,17 +418,9 @@ pub fn failure_tail(out: &CommandOutput) -> String {
     format!("exit {}: {}", out.status, tail.join(" | "))
 }
 
+/// One line: the error and its sources.
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        src = s.source();
-    }
-    parts.join(": ").replace('\n', " ")
+    crate::util::error_chain(e).replace('\n', " ")
 }
 
 pub fn shell_quote(s: &str) -> String {
