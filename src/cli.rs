@@ -151,6 +151,10 @@ pub enum Command {
         /// there, key 0600, when missing; its fingerprint is printed at start).
         #[arg(long, value_name = "DIR")]
         tls_dir: Option<std::path::PathBuf>,
+        /// A name or address clients use to reach the server, put in the certificate when it
+        /// is made (repeatable; localhost and 127.0.0.1 are always in it).
+        #[arg(long, value_name = "NAME")]
+        tls_name: Vec<String>,
         /// Allow plain HTTP on an address other than loopback (the token then crosses the
         /// network in clear text: only behind a TLS-terminating proxy on the same host).
         #[arg(long)]

@@ -128,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             request_timeout,
             log_file,
             tls_dir,
+            tls_name,
             allow_plain_http,
         } => {
             let token_file = token_file.unwrap_or_else(|| home.root.join("api-token"));
@@ -139,6 +140,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     request_timeout,
                     log_file,
                     tls_dir,
+                    tls_names: tls_name,
                     allow_plain_http,
                     limits: Default::default(),
                 },

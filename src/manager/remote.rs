@@ -259,6 +259,9 @@ pub async fn run_app(
         format!("0.0.0.0:{PORT_IN_IMAGE}"),
         "--tls-dir".into(),
         super::TLS_DIR.into(),
+        // Standard clients (Alertmanager with the certificate as its CA) check this name.
+        "--tls-name".into(),
+        listen.to_string(),
         "--log-file".into(),
         format!("{LOG_DIR}/serve.jsonl"),
     ];

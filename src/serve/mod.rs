@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub log_file: Option<PathBuf>,
     /// HTTPS with the pair in this folder (made when missing).
     pub tls_dir: Option<PathBuf>,
+    /// Names and addresses for the certificate when it is made.
+    pub tls_names: Vec<String>,
     /// Plain HTTP on an address other than loopback.
     pub allow_plain_http: bool,
     pub limits: listener::Limits,
@@ -198,7 +200,9 @@ pub async fn run(home: Home, opts: ServeOptions) -> crate::error::Result<()> {
     });
     let tls = match &opts.tls_dir {
         Some(dir) => {
-            let (cert, key) = tls::load_or_create(dir, &[opts.listen.ip().to_string()])
+            let mut names = opts.tls_names.clone();
+            names.push(opts.listen.ip().to_string());
+            let (cert, key) = tls::load_or_create(dir, &names)
                 .map_err(|e| Error::Usage(e.to_string()))?;
             let fp = tls::file_fingerprint(&cert).map_err(|e| Error::Usage(e.to_string()))?;
             crate::tell!("flotilla serve: TLS certificate {} ({fp})", cert.display());
