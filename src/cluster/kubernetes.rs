@@ -58,6 +58,8 @@ pub struct JoinCommand {
     pub ca_hash: String,
 }
 
+/// Parsed strictly (a node's answer goes into another node's configuration): the endpoint is
+/// `host:port`, the token `[a-z0-9]{6}.[a-z0-9]{16}`, the hash `sha256:` and 64 hex digits.
 pub fn parse_join_command(out: &str) -> Option<JoinCommand> {
     let line = out
         .lines()
@@ -70,10 +72,29 @@ pub fn parse_join_command(out: &str) -> Option<JoinCommand> {
             .and_then(|i| words.get(i + 1))
             .map(|s| s.to_string())
     };
+    let api_server = words.get(2)?.to_string();
+    let (host, port) = api_server.rsplit_once(':')?;
+    crate::ssh::argv::check_host("", host).ok()?;
+    port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    let token = after("--token")?;
+    let (id, secret) = token.split_once('.')?;
+    let lower_alnum = |s: &str, n: usize| {
+        s.len() == n
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    };
+    if !(lower_alnum(id, 6) && lower_alnum(secret, 16)) {
+        return None;
+    }
+    let ca_hash = after("--discovery-token-ca-cert-hash")?;
+    let hex = ca_hash.strip_prefix("sha256:")?;
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
     Some(JoinCommand {
-        api_server: words.get(2)?.to_string(),
-        token: after("--token")?,
-        ca_hash: after("--discovery-token-ca-cert-hash")?,
+        api_server,
+        token,
+        ca_hash,
     })
 }
 
@@ -153,9 +174,11 @@ struct NodeState {
     kubelet_conf: bool,
 }
 
-/// A file written on the node from a heredoc, mode 0600 (it may hold a join token).
+/// A file written on the node from a heredoc, mode 0600 (it may hold a join token). The
+/// delimiter has a random part, so no line of the content can end the heredoc early.
 fn write_private(path: &str, content: &str) -> String {
-    format!("umask 077; mkdir -p \"$(dirname {path})\"; cat > {path} <<'FLOTILLA_EOF'\n{content}\nFLOTILLA_EOF\n")
+    let end = format!("FLOTILLA_EOF_{:016x}", rand::random::<u64>());
+    format!("umask 077; mkdir -p \"$(dirname {path})\"; cat > {path} <<'{end}'\n{content}\n{end}\n")
 }
 
 impl Kubernetes {
@@ -769,12 +792,22 @@ mod tests {
 
     #[test]
     fn join_command_is_taken_apart() {
-        let out = "kubeadm join 10.0.0.5:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:1234 \n";
-        let j = parse_join_command(out).expect("join");
+        let hash = format!("sha256:{}", "ab12".repeat(16));
+        let out = format!("kubeadm join 10.0.0.5:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash {hash} \n");
+        let j = parse_join_command(&out).expect("join");
         assert_eq!(j.api_server, "10.0.0.5:6443");
         assert_eq!(j.token, "abcdef.0123456789abcdef");
-        assert_eq!(j.ca_hash, "sha256:1234");
+        assert_eq!(j.ca_hash, hash);
         assert!(parse_join_command("error: no").is_none());
+        // A node's answer is parsed strictly: anything else is no join command.
+        for bad in [
+            out.replace("abcdef.", "abc$(id)."),
+            out.replace("10.0.0.5:6443", "-x:6443"),
+            out.replace(&hash, "sha256:1234"),
+            out.replace(&hash, &format!("{hash}0")),
+        ] {
+            assert!(parse_join_command(&bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
