@@ -163,17 +163,13 @@ fn swarm_up_service_rerun_and_down() {
     let m = json(&m);
     assert_eq!(m["node"], "managers-1", "{m}");
     assert_eq!(m["app_container"]["status"], "running", "{m}");
-    let url = m["url"]
-        .as_str()
-        .expect("url")
-        .trim_start_matches("http://")
-        .to_string();
-    let (ip, port) = url.rsplit_once(':').expect("host:port");
-    let health = http_get(ip, port.parse().expect("port")).expect("GET / on the manager API");
-    assert!(
-        health.starts_with("HTTP/1.0 404") || health.starts_with("HTTP/1.1 404"),
-        "{health}"
-    );
+    // HTTPS only, answering with the certificate recorded at install.
+    let url = m["url"].as_str().expect("url");
+    assert!(url.starts_with("https://"), "{m}");
+    assert_eq!(m["api"], "answers (TLS certificate as recorded)", "{m}");
+    let fp = m["tls_fingerprint"].as_str().expect("fingerprint");
+    let (code, body) = crate::manager::https(url, fp, "GET", "/", None);
+    assert_eq!(code, 404, "GET / on the manager API: {body}");
     let names: Vec<String> = nodes
         .iter()
         .map(|n| n["name"].as_str().expect("name").to_string())

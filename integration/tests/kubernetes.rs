@@ -146,7 +146,7 @@ fn kubernetes_transcript_up_rerun_scale_heal_down() {
     // The rendered init config carries the blueprint's settings and the node's own address.
     let init = std::fs::read_to_string(shim.path().join("init-config.yaml")).expect("init config");
     for want in [
-        "apiVersion: kubeadm.k8s.io/v1beta4",
+        "apiVersion: \"kubeadm.k8s.io/v1beta4\"",
         "advertiseAddress: \"10.198.30.10\"",
         "name: \"managers-1\"",
         "kubernetesVersion: \"v1.31.2\"",
@@ -402,8 +402,9 @@ fn kubernetes_services_are_applied_and_deleted_as_manifests() {
         shim.transcript("managers-1")
     );
     let applied = std::fs::read_to_string(shim.path().join("stdin/1-apply.yaml")).expect("applied");
+    // The manifest as kubectl gets it: the rendered documents as JSON (a value is one scalar).
     assert!(
-        applied.contains("name: web-it-k8s-svc") && applied.contains("replicas: \"3\""),
+        applied.contains("\"name\": \"web-it-k8s-svc\"") && applied.contains("\"replicas\": \"3\""),
         "{applied}"
     );
 
