@@ -43,7 +43,11 @@ pub fn load_or_create(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf)
     }
     std::fs::create_dir_all(dir).map_err(|e| tls_err(dir.display().to_string(), e))?;
     let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
-    sans.extend(names.iter().cloned());
+    for n in names {
+        if !sans.contains(n) {
+            sans.push(n.clone());
+        }
+    }
     let made = rcgen::generate_simple_self_signed(sans)
         .map_err(|e| tls_err("generating the certificate", e))?;
     crate::state::write_atomic(&key, made.key_pair.serialize_pem().as_bytes())
