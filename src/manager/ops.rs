@@ -152,7 +152,11 @@ fn listen_of(state: &State, bp: Option<&Blueprint>, node: &str) -> Result<std::n
 }
 
 fn url(state: &State, node: &str, port: u16) -> Option<String> {
-    let listen = listen_of(state, None, node).ok()?;
+    let listen = listen_of(state, None, node)
+        .ok()
+        // Published on every interface (`listen: 0.0.0.0`): reach it at the node's address.
+        .filter(|ip| !ip.is_unspecified())
+        .or_else(|| state.nodes.get(node).and_then(|r| r.ssh_address()))?;
     Some(match listen {
         std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{port}"),
         v4 => format!("https://{v4}:{port}"),
