@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about = "Stand up Docker Swarm clusters on local Docker, existing hosts and clouds", long_about = None)]
+#[command(name = "flotilla", version, about = "Stand up Docker Swarm, Kubernetes and Mesos clusters on local Docker, existing hosts, EC2 and OpenStack", long_about = None)]
 pub struct Cli {
     /// State directory (default: $FLOTILLA_HOME, else $XDG_STATE_HOME/flotilla, else ~/.local/state/flotilla).
     #[arg(long, global = true, value_name = "DIR")]

@@ -49,7 +49,7 @@ fn blueprint(home: &Home, name: &str, subnet: &str, workers: u32, extra_health: 
     let p = home.write(
         &format!("{name}.yaml"),
         &format!(
-            "name: {name}\nprovider:\n  kind: docker\n  image: {img}\n  subnet: {subnet}\ncluster:\n  kind: swarm\n  swarm:\n    dispatcher_heartbeat: 1s\n    default_addr_pool: 10.198.192.0/18\ndocker:\n  method: preinstalled\n  preload_images: [{archive}]\nhealth:\n  unhealthy_grace: 0s\n{extra_health}groups:\n  managers:\n    role: manager\n    count: 1\n  workers:\n    role: worker\n    count: {workers}\n",
+            "name: {name}\nprovider:\n  kind: docker\n  image: {img}\n  subnet: {subnet}\ncluster:\n  kind: swarm\n  swarm:\n    dispatcher_heartbeat: 1s\n    default_addr_pool: 10.198.192.0/18\ndocker:\n  method: preinstalled\n  preload_images: [{archive}]\nhealth:\n  unhealthy_grace: 0s\n{extra_health}groups:\n  managers:\n    role: manager\n    count: 1\n  workers:\n    role: worker\n    count: {workers}\noutputs:\n  manager: \"{{{{ groups.managers[0].name }}}}\"\n  workers: \"{{{{ groups.workers | length }}}}\"\n",
             img = baked_image(),
             archive = crate::common::tiny_image_archive().display()
         ),
@@ -95,6 +95,13 @@ fn create_service(home: &Home, deployment: &str, replicas: usize) {
         replicas,
         "all {replicas} replicas run before the test goes on"
     );
+}
+
+/// `flotilla outputs NAME -o json`.
+fn outputs(home: &Home, deployment: &str) -> serde_json::Value {
+    let o = home.run(&["outputs", deployment, "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "outputs: {}", stderr(&o));
+    json(&o)
 }
 
 fn container(deployment: &str, node: &str) -> String {
@@ -213,6 +220,11 @@ fn heal_replaces_a_dead_worker_and_refuses_a_storm() {
     );
     let st = json(&home.run(&["status", name, "-o", "json"]));
     assert_eq!(st["healthy"], true, "{st}");
+    // The blueprint's outputs survive the heal's converge (it renders them from the state).
+    assert_eq!(
+        outputs(&home, name),
+        serde_json::json!({"manager": "managers-1", "workers": "2"})
+    );
 
     // Two of three nodes die: above max_unhealthy (1), so heal refuses and replaces nothing.
     docker_ok(&["stop", "-t", "0", &container(name, "workers-2")]);
@@ -301,6 +313,11 @@ fn scale_out_and_in_keeps_membership_in_step() {
     let out = home.run(&["scale", name, "workers=5", "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "scale out: {}", stderr(&out));
     assert_eq!(swarm_members(&home, name), (6, 6));
+    assert_eq!(
+        outputs(&home, name)["workers"],
+        "5",
+        "outputs follow a scale"
+    );
     create_service(&home, name, 6);
     let bad = home.run(&["scale", name, "managers=2"]);
     assert_eq!(
@@ -346,10 +363,20 @@ fn scale_out_and_in_keeps_membership_in_step() {
     let st = json(&home.run(&["status", name, "-o", "json"]));
     assert_eq!(st["nodes"].as_array().map(Vec::len), Some(2));
     assert_eq!(st["healthy"], true);
+    assert_eq!(
+        outputs(&home, name)["workers"],
+        "1",
+        "outputs follow a scale-in"
+    );
     // The scaled size sticks for heal/status; `up` with the blueprint goes back to it.
     let again = home.run(&["up", &bp, "--yes", "-o", "json"]);
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(json(&again)["nodes"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        outputs(&home, name),
+        serde_json::json!({"manager": "managers-1", "workers": "2"}),
+        "outputs after a re-run of up"
+    );
     let down = home.run(&["down", name, "--yes"]);
     assert_eq!(down.status.code(), Some(0));
 }

@@ -21,16 +21,25 @@ use crate::state::{resolve_home, Home};
 
 /// Runs a command; returns the exit code for successful runs (0, or 10 for `plan` with changes).
 pub async fn run(cli: Cli) -> Result<i32> {
-    let backend = backend_url(&cli)?;
+    // `up` and `plan` read their blueprint once, here: the backend it names and the run see the
+    // same rendering of the same file.
+    let blueprint = match &cli.command {
+        Command::Up { bp: a, .. } | Command::Plan { blueprint: a, .. } => {
+            Some(crate::blueprint::load(&a.blueprint, &a.set)?)
+        }
+        _ => None,
+    };
+    let backend = backend_url(&cli, blueprint.as_ref())?;
     let home = Home::open(resolve_home(cli.home.as_deref()), backend.as_deref())?;
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Validate(bp) => validate::run(&bp, json),
-        Command::Plan {
-            blueprint,
-            no_probe,
-        } => plan::run(&blueprint, &home, json, cli.quiet, !no_probe).await,
-        Command::Up { bp, yes, lock, ttl } => {
+        Command::Plan { no_probe, .. } => {
+            let bp = blueprint.ok_or_else(|| crate::error::Error::Other("no blueprint".into()))?;
+            plan::run(&bp, &home, json, cli.quiet, !no_probe).await
+        }
+        Command::Up { yes, lock, ttl, .. } => {
+            let bp = blueprint.ok_or_else(|| crate::error::Error::Other("no blueprint".into()))?;
             up::run(&bp, &home, json, cli.quiet, yes, lock.wait_lock, ttl).await
         }
         Command::Extend {
@@ -203,15 +212,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
 
 /// `--backend` / `FLOTILLA_BACKEND`, else (for `up` and `plan`) the blueprint's `state.backend`.
 /// Both given and different: refused, since that would split the deployment's state.
-fn backend_url(cli: &Cli) -> Result<Option<String>> {
-    let bp_args = match &cli.command {
-        Command::Up { bp, .. } | Command::Plan { blueprint: bp, .. } => Some(bp),
-        _ => None,
-    };
-    // A blueprint that does not load is reported by the command itself.
-    let from_blueprint = bp_args
-        .and_then(|a| crate::blueprint::load(&a.blueprint, &a.set).ok())
-        .and_then(|b| b.state_backend);
+fn backend_url(
+    cli: &Cli,
+    blueprint: Option<&crate::blueprint::Blueprint>,
+) -> Result<Option<String>> {
+    let from_blueprint = blueprint.and_then(|b| b.state_backend.clone());
     match (&cli.backend, from_blueprint) {
         (Some(flag), Some(bp)) if flag.trim() != bp => Err(crate::error::Error::Usage(format!(
             "the blueprint keeps its state in `{}` but --backend/FLOTILLA_BACKEND says `{}`; use one",

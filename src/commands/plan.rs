@@ -1,5 +1,4 @@
-use crate::blueprint;
-use crate::cli::BlueprintArgs;
+use crate::blueprint::Blueprint;
 use crate::engine::up::{up, UpOptions, UpReport};
 use crate::error::{exit, Result};
 use crate::progress::Progress;
@@ -42,18 +41,17 @@ pub fn describe(report: &UpReport) -> Vec<String> {
 }
 
 pub async fn run(
-    args: &BlueprintArgs,
+    bp: &Blueprint,
     home: &Home,
     json: bool,
     quiet: bool,
     probe_nodes: bool,
 ) -> Result<i32> {
-    let bp = blueprint::load(&args.blueprint, &args.set)?;
     // plan prints its result on stdout; progress lines would only repeat it.
     let _ = quiet;
     let progress = Progress::new(true);
     let report = up(
-        &bp,
+        bp,
         home,
         &progress,
         &UpOptions {
@@ -75,7 +73,7 @@ pub async fn run(
             crate::say!(
                 "No changes: deployment `{}` matches {}.",
                 bp.name,
-                args.blueprint.display()
+                bp.source.display()
             );
         } else {
             crate::say!(

@@ -1,5 +1,4 @@
-use crate::blueprint;
-use crate::cli::BlueprintArgs;
+use crate::blueprint::Blueprint;
 use crate::engine::up::{up, UpOptions};
 use crate::error::Result;
 use crate::progress::Progress;
@@ -7,7 +6,7 @@ use crate::state::Home;
 use std::time::Duration;
 
 pub async fn run(
-    args: &BlueprintArgs,
+    bp: &Blueprint,
     home: &Home,
     json: bool,
     quiet: bool,
@@ -15,10 +14,9 @@ pub async fn run(
     wait_lock: Option<Duration>,
     ttl: Option<Duration>,
 ) -> Result<i32> {
-    let bp = blueprint::load(&args.blueprint, &args.set)?;
     let progress = Progress::new(quiet);
     let report = up(
-        &bp,
+        bp,
         home,
         &progress,
         &UpOptions {

@@ -17,7 +17,7 @@ pub fn ssh_settings(bp: &Blueprint, dir: &Path, key: &Path) -> SshSettings {
             _ => dir.join("known_hosts"),
         },
         // Short: ssh limits the whole socket path (sun_path) to 108 bytes.
-        control_dir: std::env::temp_dir().join(format!("flotilla-{}", std::process::id())),
+        control_dir: std::env::temp_dir(),
         policy: bp.ssh.host_key_policy,
         connect_timeout: bp.ssh.connect_timeout.unwrap_or(Duration::from_secs(10)),
         boot_timeout: bp.ssh.boot_timeout.unwrap_or(Duration::from_secs(300)),

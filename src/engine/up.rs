@@ -118,6 +118,9 @@ struct Run<'a> {
     pool: Arc<SshPool>,
     public_key: String,
     command: &'static str,
+    /// `plan`'s own folder for the ssh files it must not write into the deployment's (a fresh
+    /// one per run: two plans at once, e.g. under `serve`, never share it); removed at the end.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Run<'_> {
@@ -192,15 +195,20 @@ async fn prepare<'a>(
     } else {
         None
     };
-    let key_dir = if write {
-        dir.clone()
+    let scratch = if write {
+        None
     } else {
-        std::env::temp_dir().join(format!("flotilla-plan-{}", std::process::id()))
+        Some(
+            tempfile::Builder::new()
+                .prefix("flotilla-plan-")
+                .tempdir()
+                .map_err(|e| Error::Other(format!("a scratch folder for plan: {e}")))?,
+        )
     };
-    if !write {
-        std::fs::create_dir_all(&key_dir)
-            .map_err(|e| Error::Other(format!("{}: {e}", key_dir.display())))?;
-    }
+    let key_dir = match &scratch {
+        Some(s) => s.path().to_path_buf(),
+        None => dir.clone(),
+    };
     let key_path = bp.ssh.private_key.as_deref().map(crate::util::expand_tilde);
     let key_path = match (&key_path, state.ssh_private_key.is_empty(), write) {
         // plan without a state: nothing to connect to anyway
@@ -229,6 +237,7 @@ async fn prepare<'a>(
         pool,
         public_key,
         command: "up",
+        _scratch: scratch,
     })
 }
 

@@ -18,6 +18,7 @@ pub struct SshSettings {
     /// The deployment's own ssh_config (so /etc/ssh/ssh_config cannot change our behaviour).
     pub config_file: PathBuf,
     pub known_hosts: PathBuf,
+    /// Where the pool makes its own private folder for the control sockets.
     pub control_dir: PathBuf,
     pub policy: HostKeyPolicy,
     pub connect_timeout: Duration,
@@ -62,6 +63,10 @@ pub struct SshPool {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Bounds how many nodes are worked on at once.
     pub limit: Arc<Semaphore>,
+    /// The pool's own control-socket folder (random name, 0700, removed with the pool): never
+    /// a predictable path in a shared /tmp that another user could have made first. Declared
+    /// last: the sessions above (which stop their masters through it) go first.
+    _control: tempfile::TempDir,
 }
 
 /// The ssh_config flotilla writes for each deployment.
@@ -92,10 +97,15 @@ fn retryable(message: &str) -> bool {
 
 impl SshPool {
     pub fn new(settings: SshSettings) -> Result<Self, SshError> {
-        std::fs::create_dir_all(&settings.control_dir).map_err(|source| SshError::Local {
-            what: format!("create {}", settings.control_dir.display()),
-            source,
-        })?;
+        let control = tempfile::Builder::new()
+            .prefix("flotilla-")
+            .tempdir_in(&settings.control_dir)
+            .map_err(|source| SshError::Local {
+                what: format!("create a folder in {}", settings.control_dir.display()),
+                source,
+            })?;
+        let mut settings = settings;
+        settings.control_dir = control.path().to_path_buf();
         crate::state::store::write_atomic(&settings.config_file, ssh_config_text().as_bytes())
             .map_err(|e| SshError::Local {
                 what: format!("write {}", settings.config_file.display()),
@@ -106,6 +116,7 @@ impl SshPool {
             settings,
             sessions: Mutex::new(HashMap::new()),
             limit,
+            _control: control,
         })
     }
 
