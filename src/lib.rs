@@ -16,5 +16,6 @@ pub mod progress;
 pub mod serve;
 pub mod ssh;
 pub mod state;
+pub mod table;
 pub mod template;
 pub mod util;

@@ -17,14 +17,17 @@ fn print(r: &HealReport) {
             r.verdicts.len()
         );
     }
-    for v in &bad {
-        crate::say!(
-            "  {:<16} {:<8} {:?}: {}",
-            v.node,
-            v.role,
-            v.decision,
-            v.reasons.join("; ")
-        );
+    if !bad.is_empty() {
+        let mut t = crate::table::Table::new(&["NODE", "ROLE", "DECISION", "WHY"]).indent(2);
+        for v in &bad {
+            t.row([
+                v.node.clone(),
+                v.role.to_string(),
+                format!("{:?}", v.decision),
+                v.reasons.join("; "),
+            ]);
+        }
+        t.print();
     }
     if let Some(why) = &r.refused {
         crate::say!("Refused: {why}");

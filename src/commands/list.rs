@@ -8,30 +8,28 @@ pub fn run(home: &Home, json: bool) -> Result<i32> {
     } else if rows.is_empty() {
         crate::say!("No deployments in {}.", home.backend().url());
     } else {
-        crate::say!(
-            "{:<24} {:<9} {:<8} {:<6} {:<22} {:<24} LAST RUN",
+        let mut t = crate::table::Table::new(&[
             "DEPLOYMENT",
             "PROVIDER",
             "CLUSTER",
             "NODES",
             "UPDATED",
-            "EXPIRY"
-        );
-        for r in rows {
+            "EXPIRY",
+            "LAST RUN",
+        ]);
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+        let mut unreadable = Vec::new();
+        for r in &rows {
             if let Some(e) = r["error"].as_str() {
-                crate::say!(
-                    "{:<24} cannot be read: {e}",
-                    r["deployment"].as_str().unwrap_or("")
-                );
+                unreadable.push(format!("{}: cannot be read: {e}", text(&r["deployment"])));
                 continue;
             }
-            crate::say!(
-                "{:<24} {:<9} {:<8} {:<6} {:<22} {:<24} {}",
-                r["deployment"].as_str().unwrap_or(""),
-                r["provider"].as_str().unwrap_or(""),
-                r["cluster"].as_str().unwrap_or(""),
-                r["nodes"],
-                r["updated_at"].as_str().unwrap_or(""),
+            t.row([
+                text(&r["deployment"]),
+                text(&r["provider"]),
+                text(&r["cluster"]),
+                r["nodes"].to_string(),
+                text(&r["updated_at"]),
                 r["expires_at"]
                     .as_str()
                     .map(crate::util::time_left)
@@ -39,7 +37,14 @@ pub fn run(home: &Home, json: bool) -> Result<i32> {
                 r["last_run"]["outcome"]
                     .as_str()
                     .unwrap_or("running or interrupted")
-            );
+                    .to_string(),
+            ]);
+        }
+        if unreadable.len() < rows.len() {
+            t.print();
+        }
+        for u in unreadable {
+            crate::say!("{u}");
         }
     }
     Ok(0)

@@ -75,16 +75,16 @@ pub fn run_state(home: &Home, cmd: StateCommand, json: bool) -> Result<i32> {
             if json {
                 super::print_json(&h);
             } else {
-                crate::say!("{:>8}  {:<22} {:<28} BYTES", "VERSION", "WRITTEN", "BY");
+                let mut t = crate::table::Table::new(&["VERSION", "WRITTEN", "BY", "BYTES"]);
                 for e in &h {
-                    crate::say!(
-                        "{:>8}  {:<22} {:<28} {}",
-                        e.version,
-                        e.written_at,
-                        e.written_by,
-                        e.bytes
-                    );
+                    t.row([
+                        e.version.to_string(),
+                        e.written_at.clone(),
+                        e.written_by.clone(),
+                        e.bytes.to_string(),
+                    ]);
                 }
+                t.print();
             }
             Ok(exit::OK)
         }

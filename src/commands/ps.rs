@@ -7,27 +7,27 @@ pub async fn run(home: &Home, deployment: &str, node: Option<&str>, json: bool) 
     if json {
         super::print_json(&r);
     } else {
-        crate::say!(
-            "{:<14} {:<14} {:<28} {:<24} {:<9} {:<11} DETAIL",
+        let mut t = crate::table::Table::new(&[
             "NODE",
             "CONTAINER ID",
             "NAME",
             "IMAGE",
             "STATE",
-            "OWNER"
-        );
+            "OWNER",
+            "DETAIL",
+        ]);
         for c in &r.containers {
-            crate::say!(
-                "{:<14} {:<14} {:<28} {:<24} {:<9} {:<11} {}",
-                c.node,
-                c.id,
-                c.name,
-                c.image,
-                c.state,
-                c.owner,
-                c.detail
-            );
+            t.row([
+                c.node.to_string(),
+                c.id.to_string(),
+                c.name.to_string(),
+                c.image.to_string(),
+                c.state.to_string(),
+                c.owner.to_string(),
+                c.detail.to_string(),
+            ]);
         }
+        t.print();
         for (n, why) in &r.unreachable {
             crate::say!("{n}: not asked ({why})");
         }

@@ -6,27 +6,20 @@ pub fn print_nodes(nodes: &[NodeSummary]) {
     if nodes.is_empty() {
         return;
     }
-    crate::say!(
-        "  {:<16} {:<8} {:<16} {:<12} {:<10}",
-        "NODE",
-        "ROLE",
-        "ADDRESS",
-        "PHASE",
-        "DOCKER"
-    );
+    let mut t = crate::table::Table::new(&["NODE", "ROLE", "ADDRESS", "PHASE", "DOCKER"]).indent(2);
     for n in nodes {
-        crate::say!(
-            "  {:<16} {:<8} {:<16} {:<12} {:<10}",
-            n.name,
-            n.role,
+        t.row([
+            n.name.clone(),
+            n.role.to_string(),
             n.public_ip
                 .clone()
                 .or(n.private_ip.clone())
                 .unwrap_or_default(),
-            n.phase,
-            n.docker_version.clone().unwrap_or_default()
-        );
+            n.phase.to_string(),
+            n.docker_version.clone().unwrap_or_default(),
+        ]);
     }
+    t.print();
 }
 
 pub async fn run(home: &Home, deployment: Option<&str>, json: bool, probe: bool) -> Result<i32> {
@@ -67,28 +60,23 @@ pub async fn run(home: &Home, deployment: Option<&str>, json: bool, probe: bool)
                     crate::util::time_left(at)
                 );
             }
-            crate::say!(
-                "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} CLUSTER",
-                "NODE",
-                "ROLE",
-                "ADDRESS",
-                "MACHINE",
-                "SSH",
-                "DOCKER"
-            );
+            let mut t = crate::table::Table::new(&[
+                "NODE", "ROLE", "ADDRESS", "MACHINE", "SSH", "DOCKER", "CLUSTER",
+            ])
+            .indent(2);
             for n in &r.nodes {
                 let ssh = if n.ssh == "ok" { "ok" } else { "unreachable" };
-                crate::say!(
-                    "  {:<16} {:<8} {:<16} {:<9} {:<12} {:<10} {}",
-                    n.name,
-                    n.role,
+                t.row([
+                    n.name.clone(),
+                    n.role.to_string(),
                     n.address.clone().unwrap_or_default(),
-                    n.machine,
-                    ssh,
-                    n.docker,
-                    n.cluster
-                );
+                    n.machine.to_string(),
+                    ssh.to_string(),
+                    n.docker.to_string(),
+                    n.cluster.to_string(),
+                ]);
             }
+            t.print();
             for m in &r.stray_members {
                 crate::say!(
                     "  stray cluster member {} ({}) is {}: not one of the deployment's nodes",
