@@ -12,11 +12,12 @@ use super::{ClusterError, ClusterNode, ConvergeReport, Member, Orchestrator};
 use crate::blueprint::KubernetesOptions;
 use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
+use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::Role;
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PREPARE: &str = include_str!("../../templates/kubernetes/prepare.sh");
 const STATE: &str = include_str!("../../templates/kubernetes/state.sh");
@@ -431,8 +432,7 @@ impl Kubernetes {
         via: &ClusterNode,
         names: &[String],
     ) -> Result<Vec<Member>, ClusterError> {
-        let deadline = Instant::now() + self.settle_timeout;
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = Backoff::new(self.settle_timeout);
         loop {
             let members = self.members_via(via).await?;
             let waiting: Vec<&String> = names
@@ -442,15 +442,13 @@ impl Kubernetes {
             if waiting.is_empty() {
                 return Ok(members);
             }
-            if Instant::now() + delay > deadline {
+            if !backoff.wait().await {
                 return Err(ClusterError::Cluster(format!(
                     "nodes not Ready after {}s: {} (a CNI that does not come up is the usual cause: `kubectl get pods -A` on a control-plane node)",
                     self.settle_timeout.as_secs(),
                     waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                 )));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

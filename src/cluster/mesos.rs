@@ -11,11 +11,12 @@ use super::{ClusterError, ClusterNode, ConvergeReport, Member, Orchestrator};
 use crate::blueprint::MesosOptions;
 use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
+use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::Role;
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ZOOKEEPER: &str = include_str!("../../templates/mesos/zookeeper.sh");
 pub const MASTER_CONTAINER: &str = "flotilla-mesos-master";
@@ -275,8 +276,7 @@ impl Mesos {
         via: &ClusterNode,
         agents: &[&ClusterNode],
     ) -> Result<Vec<Member>, ClusterError> {
-        let deadline = Instant::now() + self.settle_timeout;
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = Backoff::new(self.settle_timeout);
         loop {
             let seen = self.agents_via(via).await;
             let waiting: Vec<&str> = match &seen {
@@ -290,7 +290,7 @@ impl Mesos {
             if waiting.is_empty() {
                 return seen;
             }
-            if Instant::now() + delay > deadline {
+            if !backoff.wait().await {
                 return Err(ClusterError::Cluster(format!(
                     "Mesos agents not registered and active after {}s: {} (last answer: {})",
                     self.settle_timeout.as_secs(),
@@ -301,8 +301,6 @@ impl Mesos {
                     }
                 )));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

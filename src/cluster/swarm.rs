@@ -6,11 +6,12 @@ use super::{ClusterError, ClusterNode, ConvergeReport, Member, Orchestrator};
 use crate::blueprint::SwarmOptions;
 use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
+use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::Role;
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::info;
 
 pub struct Swarm {
@@ -233,21 +234,20 @@ impl Swarm {
     where
         F: Fn(&[Member]) -> Result<(), String>,
     {
-        let deadline = Instant::now() + timeout;
-        let mut delay = Duration::from_millis(300);
+        let mut backoff = Backoff::new(timeout)
+            .first(Duration::from_millis(300))
+            .cap(Duration::from_secs(3));
         loop {
             let members = self.members_via(via).await?;
             match check(&members) {
                 Ok(()) => return Ok(members),
-                Err(why) if Instant::now() + delay > deadline => {
-                    return Err(ClusterError::Cluster(format!(
-                        "{what}: still not true after {}s: {why}",
-                        timeout.as_secs()
-                    )))
-                }
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(3));
+                Err(why) => {
+                    if !backoff.wait().await {
+                        return Err(ClusterError::Cluster(format!(
+                            "{what}: still not true after {}s: {why}",
+                            timeout.as_secs()
+                        )));
+                    }
                 }
             }
         }
@@ -295,7 +295,8 @@ impl Swarm {
         if stuck.is_empty() {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        // Give the nudged agents time to report in.
+        flotilla_provider_core::backoff::pause(Duration::from_secs(10)).await;
         let members = self.members_via(leader).await?;
         let still = down(&members, ids);
         let workers: Vec<&ClusterNode> = nodes

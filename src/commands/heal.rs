@@ -105,7 +105,7 @@ pub async fn run(
             Err(e) => crate::tell!("heal: {e}"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = flotilla_provider_core::backoff::pause(interval) => {}
             _ = term.recv() => { progress.info("SIGTERM: stopping after the finished round"); return Ok(0); }
             _ = tokio::signal::ctrl_c() => { progress.info("SIGINT: stopping after the finished round"); return Ok(0); }
         }

@@ -146,7 +146,7 @@ pub fn fault_point(step: &str) {
             let _ = std::fs::write(marker, std::process::id().to_string());
         }
         crate::tell!("FLOTILLA_FAULT_PAUSE_AT={step}: paused here (test hook)");
-        std::thread::sleep(std::time::Duration::from_secs(600));
+        flotilla_provider_core::backoff::pause_blocking(std::time::Duration::from_secs(600));
     }
 }
 

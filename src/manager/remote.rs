@@ -5,6 +5,7 @@ use super::{
     ManagerError, APP_CONTAINER, BINARY, DATA_CONTAINER, LOG_DIR, MANAGER_LABEL, PORT_IN_IMAGE,
 };
 use crate::ssh::{shell_quote, SshPool, Target};
+use flotilla_provider_core::backoff::Backoff;
 use std::time::Duration;
 
 /// Bound for a docker CLI call that normally takes a second (inspect, rm). Generous on purpose:
@@ -332,12 +333,12 @@ pub async fn wait_healthy_once(pool: &SshPool, t: &Target) -> bool {
     )
 }
 
-/// Waits (bounded: 40 tries, about a minute) until the API answers inside the container.
+/// Waits (bounded: a minute, a probe every 1.5 s) until the API answers inside the container.
 pub async fn wait_healthy(pool: &SshPool, t: &Target) -> Result<Duration, ManagerError> {
-    let started = std::time::Instant::now();
+    let mut backoff = Backoff::new(Duration::from_secs(60)).every(Duration::from_millis(1500));
     let probe = health_probe();
-    let mut last = String::new();
-    for _ in 0..40 {
+    let mut last;
+    loop {
         match pool
             .run(
                 t,
@@ -347,15 +348,17 @@ pub async fn wait_healthy(pool: &SshPool, t: &Target) -> Result<Duration, Manage
             )
             .await
         {
-            Ok(out) if out.status == 0 => return Ok(started.elapsed()),
+            Ok(out) if out.status == 0 => return Ok(backoff.elapsed()),
             Ok(out) => last = crate::ssh::failure_tail_pub(&out),
             Err(e) => last = e.to_string(),
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if !backoff.wait().await {
+            break;
+        }
     }
     Err(node_err(
         t,
-        format!("the manager API did not answer within {}: {last} (see `docker logs {APP_CONTAINER}` there)", crate::util::human_duration(started.elapsed())),
+        format!("the manager API did not answer within {}: {last} (see `docker logs {APP_CONTAINER}` there)", crate::util::human_duration(backoff.elapsed())),
     ))
 }
 

@@ -84,7 +84,7 @@ pub async fn serve(
                 // Out of file descriptors and the like: wait a little, keep serving.
                 Err(e) => {
                     tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    flotilla_provider_core::backoff::pause(Duration::from_millis(100)).await;
                     continue;
                 }
             },

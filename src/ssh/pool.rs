@@ -3,11 +3,12 @@
 use super::known_hosts::{host_pattern, KnownHostsFile};
 use super::SshError;
 use crate::blueprint::HostKeyPolicy;
+use flotilla_provider_core::backoff::Backoff;
 use openssh::Session;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 use tracing::debug;
@@ -171,8 +172,9 @@ impl SshPool {
                 sessions.remove(&key);
             }
         }
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(window)
+            .first(Duration::from_millis(200))
+            .cap(Duration::from_secs(3));
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -195,17 +197,15 @@ impl SshPool {
                             address: t.address.clone(),
                         });
                     }
-                    if !retryable(&message) || started.elapsed() + delay > window {
+                    debug!(node = %t.node, attempts, %message, "ssh not ready yet; retrying");
+                    if !retryable(&message) || !backoff.wait().await {
                         return Err(SshError::Unreachable {
                             node: t.node.clone(),
                             address: format!("{}@{}:{}", t.user, t.address, t.port),
-                            waited: crate::util::human_duration(started.elapsed()),
+                            waited: crate::util::human_duration(backoff.elapsed()),
                             message,
                         });
                     }
-                    debug!(node = %t.node, attempts, %message, "ssh not ready yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(3));
                 }
             }
         }

@@ -3,12 +3,13 @@
 //! process is free by construction; the holder record written into the file names who holds it
 //! (pid, host, start time, command) for the "locked" message and for the takeover notice.
 
+use flotilla_provider_core::backoff::Backoff;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -124,21 +125,19 @@ impl Flock {
                 what: "cannot open the lock file",
                 source,
             })?;
-        let deadline = wait.map(|w| Instant::now() + w);
+        let mut backoff = wait.map(|w| Backoff::new(w).every(Duration::from_millis(200)));
         loop {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = read_holder(&mut file);
-                    match deadline {
-                        Some(d) if Instant::now() < d => {
-                            std::thread::sleep(Duration::from_millis(200))
-                        }
+                    match backoff.as_mut().map(Backoff::wait_blocking) {
+                        Some(true) => {}
                         _ => {
                             return Err(LockError::Held {
                                 deployment: deployment.to_string(),
                                 holder,
-                                waited: deadline.is_some(),
+                                waited: backoff.is_some(),
                             })
                         }
                     }
@@ -232,7 +231,7 @@ mod tests {
     fn waiting_gives_up_after_the_duration() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let _first = Flock::acquire(tmp.path(), "d", "up", None).expect("first");
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         let err = Flock::acquire(tmp.path(), "d", "up", Some(Duration::from_millis(500)))
             .expect_err("held");
         assert!(t.elapsed() >= Duration::from_millis(500));

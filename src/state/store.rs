@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -350,9 +350,13 @@ impl Home {
         wait: Option<Duration>,
     ) -> Result<DeploymentLock, LockError> {
         let me = Holder::me(command);
-        let deadline = wait.map(|w| Instant::now() + w);
+        let mut backoff = wait.map(|w| {
+            flotilla_provider_core::backoff::Backoff::new(w)
+                .first(Duration::from_millis(200))
+                .cap(Duration::from_secs(2))
+                .jitter()
+        });
         let lease = super::backend::LEASE;
-        let mut delay = Duration::from_millis(200);
         loop {
             let attempt = self
                 .backend
@@ -373,16 +377,13 @@ impl Home {
                         self.tokens.clone(),
                     ));
                 }
-                LockAttempt::Held(info) => match deadline {
-                    Some(d) if Instant::now() < d => {
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(2));
-                    }
+                LockAttempt::Held(info) => match backoff.as_mut().map(|b| b.wait_blocking()) {
+                    Some(true) => {}
                     _ => {
                         return Err(LockError::Held {
                             deployment: name.to_string(),
                             holder: info.map(|i| i.holder),
-                            waited: deadline.is_some(),
+                            waited: backoff.is_some(),
                         })
                     }
                 },

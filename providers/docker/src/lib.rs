@@ -8,6 +8,7 @@ mod image;
 mod naming;
 
 pub use config::{DockerConfig, DockerStorage, PrivilegeMode};
+use flotilla_provider_core::backoff::Backoff;
 pub use image::{default_image_name, IMAGE_REVISION};
 
 use async_trait::async_trait;
@@ -501,7 +502,9 @@ impl DockerProvider {
 
     async fn remove_volume(&self, name: &str) -> Result<(), ProviderError> {
         // A volume can stay "in use" for a moment after its container is removed.
-        for attempt in 0..20 {
+        let mut in_use = Backoff::new(std::time::Duration::from_secs(5))
+            .every(std::time::Duration::from_millis(250));
+        loop {
             match self
                 .docker
                 .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
@@ -511,13 +514,10 @@ impl DockerProvider {
                 Err(e) if is_not_found(&e) => return Ok(()),
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 409, ..
-                }) if attempt < 19 => {
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                }
+                }) if in_use.wait().await => {}
                 Err(e) => return Err(api(format!("remove volume {name}"), e)),
             }
         }
-        Ok(())
     }
 }
 
@@ -729,12 +729,15 @@ impl Provider for DockerProvider {
                     ))
                 }
             }
-            // Removal is asynchronous: wait until the network is really gone, so an immediate
-            // `up` can create it again.
-            for _ in 0..50 {
+            // Removal is asynchronous: wait (bounded) until the network is really gone, so an
+            // immediate `up` can create it again.
+            let mut gone = Backoff::new(std::time::Duration::from_secs(5))
+                .every(std::time::Duration::from_millis(100));
+            loop {
                 match self.docker.inspect_network(&id, None).await {
                     Err(e) if is_not_found(&e) => break,
-                    _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                    _ if gone.wait().await => {}
+                    _ => break,
                 }
             }
         }

@@ -10,6 +10,7 @@ use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::BehaviorVersion;
 use aws_sdk_ec2::config::{Credentials, ProvideCredentials, Region, SharedCredentialsProvider};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use flotilla_provider_core::backoff::{self, Backoff};
 use flotilla_provider_core::ProviderError;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -34,8 +35,9 @@ impl Throttle {
                 let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
                 until.and_then(|u| u.checked_duration_since(Instant::now()))
             };
+            // Not a retry of its own: every call waits out the pause the last throttle set.
             match wait {
-                Some(w) if !w.is_zero() => tokio::time::sleep(w).await,
+                Some(w) if !w.is_zero() => backoff::pause(w).await,
                 _ => return,
             }
         }
@@ -279,7 +281,10 @@ impl Ec2Api {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        let mut transient_delay = Duration::from_millis(300);
+        // Bounded by the attempt count; the gaps come from the one retry policy.
+        let mut transient = Backoff::new(Duration::MAX)
+            .first(Duration::from_millis(300))
+            .cap(Duration::from_secs(10));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -299,8 +304,7 @@ impl Ec2Api {
                 }
                 Class::Transient(msg) if !last => {
                     debug!(operation = op, attempt, %msg, "transient EC2 error; retrying");
-                    tokio::time::sleep(transient_delay).await;
-                    transient_delay = (transient_delay * 2).min(Duration::from_secs(10));
+                    transient.wait().await;
                 }
                 Class::Throttle(code) => {
                     return Err(ProviderError::Api {

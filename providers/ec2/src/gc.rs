@@ -4,11 +4,12 @@
 
 use crate::{filter, tag, tag_map, Ec2Provider};
 use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
+use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::{
     labels, time, MachineId, ManagedResource, Ownership, Provider, ProviderError, ResourceScope,
 };
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Resource ids per CreateTags call (EC2 takes up to 1000).
 const TAG_BATCH: usize = 500;
@@ -139,7 +140,8 @@ impl Ec2Provider {
     /// network interfaces of just-terminated instances still use it.
     pub(crate) async fn delete_security_group(&self, id: &str) -> Result<(), ProviderError> {
         let c = &self.api.client;
-        let start = Instant::now();
+        // Instances that used it may take a while to let go: wait that out, bounded.
+        let mut in_use = Backoff::new(SG_IN_USE_WAIT).every(Duration::from_secs(5));
         loop {
             match self
                 .api
@@ -150,11 +152,7 @@ impl Ec2Provider {
             {
                 Ok(_) | Err(ProviderError::NotFound { .. }) => return Ok(()),
                 Err(ProviderError::Api { message, .. })
-                    if message.contains("DependencyViolation")
-                        && start.elapsed() < SG_IN_USE_WAIT =>
-                {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
+                    if message.contains("DependencyViolation") && in_use.wait().await => {}
                 Err(e) => return Err(e),
             }
         }

@@ -13,12 +13,13 @@
 //! Ports are Nova's: made for a server and deleted with it, so `gc` has none of its own to find.
 
 use crate::{enc, session::api_error, OpenStackProvider, SG_DESCRIPTION_PREFIX};
+use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::{
     labels, time, ManagedResource, Ownership, ProviderError, ResourceScope,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::session::Service;
 
@@ -313,7 +314,7 @@ impl OpenStackProvider {
     /// Deletes a security group; already gone counts as deleted. Waits (bounded) while ports
     /// that Nova is removing still use it (409).
     pub(crate) async fn delete_security_group(&self, id: &str) -> Result<(), ProviderError> {
-        let start = Instant::now();
+        let mut in_use = Backoff::new(SG_IN_USE_WAIT).every(Duration::from_secs(2));
         loop {
             let r = self
                 .s
@@ -328,8 +329,7 @@ impl OpenStackProvider {
             if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
                 return Ok(());
             }
-            if r.status == StatusCode::CONFLICT && start.elapsed() < SG_IN_USE_WAIT {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+            if r.status == StatusCode::CONFLICT && in_use.wait().await {
                 continue;
             }
             return Err(api_error("DELETE security-groups", &r));

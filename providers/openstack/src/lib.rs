@@ -657,7 +657,9 @@ impl OpenStackProvider {
         node: &str,
         run: &str,
     ) -> Result<Option<String>, ProviderError> {
-        for _ in 0..3 {
+        // Three lookups, 2 s apart.
+        let mut again = Backoff::new(Duration::from_secs(4)).every(Duration::from_secs(2));
+        loop {
             let found =
                 self.list(owner).await?.into_iter().find(|s| {
                     s["metadata"][labels::NODE] == node && s["metadata"][labels::RUN] == run
@@ -665,9 +667,10 @@ impl OpenStackProvider {
             if let Some(s) = found {
                 return Ok(s["id"].as_str().map(String::from));
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !again.wait().await {
+                return Ok(None);
+            }
         }
-        Ok(None)
     }
 
     /// Floating IP for an ACTIVE server, found again by description after a crash.

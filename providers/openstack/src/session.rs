@@ -3,6 +3,7 @@
 //! a conflict is transient), 429 and 5xx; other 4xx fail at once.
 
 use crate::auth::{self, CloudConfig};
+use flotilla_provider_core::backoff::{self, Backoff};
 use flotilla_provider_core::ProviderError;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -251,7 +252,10 @@ impl Session {
     ) -> Result<Reply, ProviderError> {
         let unsent_only = resend == Resend::OnlyUnsent;
         let conflict_is_transient = resend == Resend::Transient { conflict: true };
-        let mut delay = Duration::from_millis(500);
+        // Bounded by the attempt count; the gaps come from the one retry policy.
+        let mut backoff = Backoff::new(Duration::MAX)
+            .first(Duration::from_millis(500))
+            .cap(Duration::from_secs(8));
         let mut reauthed = false;
         for attempt in 1..=8u32 {
             let (token, base) = self.token_and_endpoint(service, false).await?;
@@ -280,8 +284,7 @@ impl Session {
                             || (!unsent_only && (e.is_timeout() || e.is_request()))) =>
                 {
                     debug!(%url, error = %e, "request failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(8));
+                    backoff.wait().await;
                     continue;
                 }
                 Err(e) => return Err(unreachable(&url, e)),
@@ -303,10 +306,14 @@ impl Session {
                 || (!unsent_only && status.is_server_error())
                 || (conflict_is_transient && status == StatusCode::CONFLICT);
             if transient && attempt < 8 {
-                let wait = retry_after.map(Duration::from_secs).unwrap_or(delay);
-                warn!(%url, %status, wait_ms = wait.as_millis() as u64, "OpenStack API answered {status}; retrying with backoff");
-                tokio::time::sleep(wait).await;
-                delay = (delay * 2).min(Duration::from_secs(8));
+                warn!(%url, %status, retry_after, "OpenStack API answered {status}; retrying with backoff");
+                match retry_after {
+                    // The cloud said how long: that, not our own schedule.
+                    Some(s) => backoff::pause(Duration::from_secs(s)).await,
+                    None => {
+                        backoff.wait().await;
+                    }
+                }
                 continue;
             }
             return Ok(Reply { status, body });

@@ -141,7 +141,7 @@ pub fn run(b: &dyn StateBackend) {
                         std::time::Instant::now() < deadline,
                         "an expired lease must be taken over"
                     );
-                    std::thread::sleep(Duration::from_millis(200));
+                    flotilla_provider_core::backoff::pause_blocking(Duration::from_millis(200));
                 }
             }
         };

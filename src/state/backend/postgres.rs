@@ -14,6 +14,7 @@ use super::{
 };
 use crate::state::lock::Holder;
 use crate::state::store::StoreError;
+use flotilla_provider_core::backoff::Backoff;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,25 +161,31 @@ const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 /// Statements cut off by a lost connection are sent again at most this often (within the window).
 const MAX_SENDS: u32 = 10;
 
+/// How a lost connection is waited out: 250 ms doubling to 2 s, spread, within the window.
+fn retry_policy() -> Backoff {
+    Backoff::new(RECONNECT_WINDOW)
+        .first(Duration::from_millis(250))
+        .cap(Duration::from_secs(2))
+        .jitter()
+}
+
 async fn reconnect(me: &Inner) -> Result<Arc<Client>, String> {
     use std::sync::atomic::Ordering;
-    let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = retry_policy();
     loop {
         match connect(&me.config, &me.tls).await {
             Ok(c) => {
                 me.connected_once.store(true, Ordering::SeqCst);
                 return Ok(c);
             }
-            Err(e)
-                if me.connected_once.load(Ordering::SeqCst)
-                    && started.elapsed() + delay < RECONNECT_WINDOW =>
-            {
+            // Before the first connection worked, a refusal is final (wrong address, password).
+            Err(e) if !me.connected_once.load(Ordering::SeqCst) => return Err(e),
+            Err(e) => {
                 tracing::warn!("the state database does not answer ({e}); retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                if !backoff.wait().await {
+                    return Err(e);
+                }
             }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -299,9 +306,9 @@ impl Inner {
     {
         let me = self.clone();
         let outcome = self.rt.run(async move {
-            let started = std::time::Instant::now();
+            let mut backoff = retry_policy();
             let mut last = String::new();
-            for send in 1..=MAX_SENDS {
+            for _ in 1..=MAX_SENDS {
                 let client = {
                     let mut slot = me.client.lock().await;
                     match slot.as_ref().filter(|c| !c.is_closed()) {
@@ -318,11 +325,10 @@ impl Inner {
                     Ok(Err(e)) if client.is_closed() || connection_lost(&e) => {
                         last = pg_message(&e);
                         *me.client.lock().await = None;
-                        if started.elapsed() > RECONNECT_WINDOW {
+                        tracing::warn!("the state database connection was lost ({last}); retrying");
+                        if !backoff.wait().await {
                             break;
                         }
-                        tracing::warn!("the state database connection was lost ({last}); retrying");
-                        tokio::time::sleep(Duration::from_millis(250) * send.min(8)).await;
                     }
                     Ok(Err(e)) => return Err(pg_message(&e)),
                     Err(_) => {
@@ -333,7 +339,7 @@ impl Inner {
             }
             Err(format!(
                 "the connection kept being lost for {}s: {last}",
-                started.elapsed().as_secs()
+                backoff.elapsed().as_secs()
             ))
         });
         match outcome {
