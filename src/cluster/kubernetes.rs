@@ -14,7 +14,6 @@ use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::Role;
-use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -499,13 +498,9 @@ impl Orchestrator for Kubernetes {
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {
         let mut report = ConvergeReport::default();
         // 1. Every node prepared (a no-op check where it already is), in parallel.
-        let prepared: Vec<Result<(), ClusterError>> = stream::iter(nodes.to_vec())
-            .map(|n| async move {
-                let _permit = self.pool.limit.acquire().await;
-                self.prepare(&n).await
-            })
-            .buffer_unordered(16)
-            .collect()
+        let prepared: Vec<Result<(), ClusterError>> = self
+            .pool
+            .fan_out(nodes.to_vec(), |n| async move { self.prepare(&n).await })
             .await;
         for r in prepared {
             r?;
@@ -570,17 +565,15 @@ impl Orchestrator for Kubernetes {
                 report.joined.push(n.name.clone());
             }
             let owned: Vec<ClusterNode> = pending_workers.into_iter().cloned().collect();
-            let results: Vec<(String, Result<(), ClusterError>)> = stream::iter(owned)
-                .map(|n| {
+            let results: Vec<(String, Result<(), ClusterError>)> = self
+                .pool
+                .fan_out(owned, |n| {
                     let join = join.clone();
                     async move {
-                        let _permit = self.pool.limit.acquire().await;
                         let r = self.join(&n, &join, None).await;
                         (n.name.clone(), r)
                     }
                 })
-                .buffer_unordered(16)
-                .collect()
                 .await;
             for (name, r) in results {
                 r?;

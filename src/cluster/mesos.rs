@@ -13,7 +13,6 @@ use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::Role;
-use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -391,11 +390,11 @@ impl Orchestrator for Mesos {
         }
         // 3. Agents in parallel.
         let owned: Vec<ClusterNode> = agents.iter().map(|a| (*a).clone()).collect();
-        let results: Vec<(String, Result<bool, ClusterError>)> = stream::iter(owned)
-            .map(|a| {
+        let results: Vec<(String, Result<bool, ClusterError>)> = self
+            .pool
+            .fan_out(owned, |a| {
                 let args = self.agent_args(&a, &masters);
                 async move {
-                    let _permit = self.pool.limit.acquire().await;
                     let r = self
                         .run_container(
                             &a,
@@ -408,8 +407,6 @@ impl Orchestrator for Mesos {
                     (a.name.clone(), r)
                 }
             })
-            .buffer_unordered(16)
-            .collect()
             .await;
         for (name, r) in results {
             if r? {

@@ -8,7 +8,6 @@ use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::Role;
-use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,18 +450,16 @@ impl Orchestrator for Swarm {
             }
             // 3. Workers in parallel; one failing does not stop the others.
             let owned: Vec<ClusterNode> = pending_workers.into_iter().cloned().collect();
-            let results: Vec<(String, Result<String, ClusterError>)> = stream::iter(owned)
-                .map(|w| {
+            let results: Vec<(String, Result<String, ClusterError>)> = self
+                .pool
+                .fan_out(owned, |w| {
                     let token = worker_token.clone();
                     let leader_ip = leader.ip.clone();
                     async move {
-                        let _permit = self.pool.limit.acquire().await;
                         let r = self.join(&w, &token, &leader_ip).await;
                         (w.name.clone(), r)
                     }
                 })
-                .buffer_unordered(16)
-                .collect()
                 .await;
             let mut failures = Vec::new();
             for (name, r) in results {

@@ -154,22 +154,18 @@ pub async fn probe_all(
     targets: &[Target],
     window: Duration,
 ) -> std::collections::BTreeMap<String, Result<Probe, String>> {
-    use futures::stream::{self, StreamExt};
-    stream::iter(targets.to_vec())
-        .map(|t| {
-            let pool = pool.clone();
-            async move {
-                (
-                    t.node.clone(),
-                    probe(&pool, &t, window).await.map_err(|e| e.to_string()),
-                )
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
+    pool.fan_out(targets.to_vec(), |t| {
+        let pool = pool.clone();
+        async move {
+            (
+                t.node.clone(),
+                probe(&pool, &t, window).await.map_err(|e| e.to_string()),
+            )
+        }
+    })
+    .await
+    .into_iter()
+    .collect()
 }
 
 /// Managers that can answer for the cluster: for Swarm those whose probe says ControlAvailable,

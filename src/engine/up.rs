@@ -17,7 +17,6 @@ use crate::ssh::{SshPool, Target};
 use crate::state::{Home, Journal, NodePhase, Phase, RunRecord, State, RUNS_KEPT};
 use crate::util::now_rfc3339;
 use flotilla_provider_core::{CreateRequest, MachineId, Ownership, Provider, Role};
-use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -443,17 +442,14 @@ async fn converge(
             .collect();
         run.pool.write_known_hosts(&existing)?;
         let pool = run.pool.clone();
-        let probed: Vec<_> = stream::iter(existing)
-            .map(|t| {
+        let probed: Vec<_> = pool
+            .fan_out(existing, |t| {
                 let pool = pool.clone();
                 async move {
-                    let _permit = pool.limit.acquire().await;
                     let r = probe(&pool, &t, Duration::from_secs(5)).await;
                     (t, r)
                 }
             })
-            .buffer_unordered(64)
-            .collect()
             .await;
         for (t, probed) in probed {
             match probed {
@@ -690,11 +686,10 @@ async fn converge(
             )?;
         }
         let progress = run.progress;
-        let results: Vec<(String, bool, std::result::Result<String, String>)> = stream::iter(jobs)
-            .map(|(name, t, p)| {
+        let results: Vec<(String, bool, std::result::Result<String, String>)> = pool
+            .fan_out(jobs, |(name, t, p)| {
                 let pool = pool.clone();
                 async move {
-                    let _permit = pool.limit.acquire().await;
                     let was_installed = p.docker_installed;
                     progress.node(
                         &name,
@@ -708,8 +703,6 @@ async fn converge(
                     (name, was_installed, r)
                 }
             })
-            .buffer_unordered(64)
-            .collect()
             .await;
         for (name, was_installed, r) in results {
             match r {
@@ -999,11 +992,11 @@ async fn probe_all(
     let pool = run.pool.clone();
     let progress = run.progress;
     let boot = pool.settings().boot_timeout;
-    stream::iter(targets.iter().filter(|t| active.contains(&t.node)).cloned())
-        .map(|t| {
+    pool.fan_out(
+        targets.iter().filter(|t| active.contains(&t.node)).cloned(),
+        |t| {
             let pool = pool.clone();
             async move {
-                let _permit = pool.limit.acquire().await;
                 progress.node(&t.node, "connecting over SSH");
                 let r = probe(&pool, &t, boot).await.map_err(|e| e.to_string());
                 if let Ok(p) = &r {
@@ -1011,10 +1004,9 @@ async fn probe_all(
                 }
                 (t.node.clone(), t, r)
             }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await
+        },
+    )
+    .await
 }
 
 fn cluster_view(
@@ -1207,19 +1199,18 @@ async fn preload_stage(
     let pool = run.pool.clone();
     let progress = run.progress;
     let archives = &archives;
-    let results: Vec<(String, std::result::Result<Vec<String>, String>)> =
-        stream::iter(probed.iter().map(|(n, (t, _))| (n.clone(), t.clone())))
-            .map(|(name, t)| {
+    let results: Vec<(String, std::result::Result<Vec<String>, String>)> = pool
+        .fan_out(
+            probed.iter().map(|(n, (t, _))| (n.clone(), t.clone())),
+            |(name, t)| {
                 let pool = pool.clone();
                 async move {
-                    let _permit = pool.limit.acquire().await;
                     let r = nodes::preload_images(&pool, &t, archives).await;
                     (name, r)
                 }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
+            },
+        )
+        .await;
     for (name, r) in results {
         match r {
             Ok(tags) if tags.is_empty() => progress.node_done(&name, true, "images present"),
@@ -1285,18 +1276,15 @@ async fn containers_stage(
     let tarballs = &tarballs;
     let deployment = bp.name.clone();
     let deployment = &deployment;
-    let results: Vec<(String, std::result::Result<Vec<String>, String>)> = stream::iter(jobs)
-        .map(|(name, t, wanted)| {
+    let results: Vec<(String, std::result::Result<Vec<String>, String>)> = pool
+        .fan_out(jobs, |(name, t, wanted)| {
             let pool = pool.clone();
             async move {
-                let _permit = pool.limit.acquire().await;
                 let r = super::containers::converge_node(&pool, &t, deployment, &wanted, tarballs)
                     .await;
                 (name, r)
             }
         })
-        .buffer_unordered(64)
-        .collect()
         .await;
     for (name, r) in results {
         match r {

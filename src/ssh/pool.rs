@@ -125,6 +125,31 @@ impl SshPool {
         &self.settings
     }
 
+    /// The one way per-node work fans out: `work` for every item, at most `ssh.parallelism` at
+    /// once across everything this pool runs (the pool's one limit); results in the order they
+    /// finish.
+    pub async fn fan_out<T, R, F, Fut>(&self, items: impl IntoIterator<Item = T>, work: F) -> Vec<R>
+    where
+        F: Fn(T) -> Fut,
+        Fut: std::future::Future<Output = R>,
+    {
+        use futures::stream::{self, StreamExt};
+        let limit = self.limit.clone();
+        let work = &work;
+        stream::iter(items)
+            .map(|item| {
+                let limit = limit.clone();
+                async move {
+                    // A closed semaphore cannot happen (the pool owns it); run unbounded then.
+                    let _permit = limit.acquire_owned().await.ok();
+                    work(item).await
+                }
+            })
+            .buffer_unordered(self.settings.parallelism.max(1))
+            .collect()
+            .await
+    }
+
     /// Rewrites the deployment's known_hosts from the pinned keys.
     pub fn write_known_hosts(&self, targets: &[Target]) -> Result<(), SshError> {
         if self.settings.policy != HostKeyPolicy::Pin {
