@@ -1,0 +1,264 @@
+//! The top-level sections of a blueprint that need no other section to be checked: the
+//! deployment's name, the provider, SSH, the Docker install, where the state lives, expiry.
+
+use super::load::Ctx;
+use super::model::*;
+use super::problem::expected_one_of;
+use super::yaml_index::Loc;
+use serde_json::Value;
+use std::path::Path;
+
+/// `name`: required, a valid deployment name.
+pub(super) fn check_name(ctx: &mut Ctx, v: Option<Value>) -> Option<String> {
+    match v {
+        Some(Value::String(s)) => match crate::names::check(crate::names::NameKind::Deployment, &s)
+        {
+            Ok(()) => Some(s),
+            Err(e) => {
+                ctx.at("name", e.to_string());
+                None
+            }
+        },
+        Some(other) => {
+            ctx.at("name", format!("expected a string, found {other}"));
+            None
+        }
+        None => {
+            ctx.push(
+                Some(Loc { line: 1, col: 1 }),
+                "name",
+                "missing required field (the deployment name)",
+            );
+            None
+        }
+    }
+}
+
+/// `provider`: its kind and the kind's own settings.
+pub(super) fn check_provider(ctx: &mut Ctx, v: Option<Value>) -> Option<ProviderConfig> {
+    match v {
+        Some(Value::Object(mut p)) => {
+            let kind = p.remove("kind");
+            match kind.as_ref().and_then(Value::as_str) {
+                None => {
+                    let loc = ctx.index.value("provider");
+                    ctx.push(
+                        loc,
+                        "provider.kind",
+                        format!("missing; {}", expected_one_of("", PROVIDER_KINDS)),
+                    );
+                    None
+                }
+                Some(k) if !PROVIDER_KINDS.contains(&k) => {
+                    ctx.at(
+                        "provider.kind",
+                        format!(
+                            "unknown provider `{k}`; {}",
+                            expected_one_of(k, PROVIDER_KINDS)
+                        ),
+                    );
+                    None
+                }
+                Some(k) if !PROVIDER_KINDS_AVAILABLE.contains(&k) => {
+                    ctx.at("provider.kind", format!(
+                        "the `{k}` provider is not available in this version of flotilla yet; available: {}",
+                        PROVIDER_KINDS_AVAILABLE.join(", ")
+                    ));
+                    None
+                }
+                Some("docker") => ctx
+                    .section::<flotilla_provider_docker::DockerConfig>(Value::Object(p), "provider")
+                    .and_then(|c| {
+                        let extra = c.check();
+                        for (field, msg) in &extra {
+                            let loc = ctx.index.value(field);
+                            ctx.push(loc, field.clone(), msg.clone());
+                        }
+                        extra.is_empty().then_some(ProviderConfig::Docker(c))
+                    }),
+                Some("ec2") => ctx
+                    .section::<flotilla_provider_ec2::Ec2Config>(Value::Object(p), "provider")
+                    .and_then(|c| {
+                        let extra = c.check();
+                        for (field, msg) in &extra {
+                            let loc = ctx.index.value(field);
+                            ctx.push(loc, field.clone(), msg.clone());
+                        }
+                        extra.is_empty().then(|| ProviderConfig::Ec2(Box::new(c)))
+                    }),
+                Some("openstack") => ctx
+                    .section::<flotilla_provider_openstack::OpenStackConfig>(
+                        Value::Object(p),
+                        "provider",
+                    )
+                    .and_then(|c| {
+                        let extra = c.check();
+                        for (field, msg) in &extra {
+                            let loc = ctx.index.value(field);
+                            ctx.push(loc, field.clone(), msg.clone());
+                        }
+                        extra
+                            .is_empty()
+                            .then(|| ProviderConfig::OpenStack(Box::new(c)))
+                    }),
+                Some(_) => ctx
+                    .section::<flotilla_provider_static::StaticConfig>(Value::Object(p), "provider")
+                    .map(ProviderConfig::Static),
+            }
+        }
+        Some(_) => {
+            ctx.at("provider", "expected a map with at least `kind`");
+            None
+        }
+        None => {
+            ctx.push(
+                Some(Loc { line: 1, col: 1 }),
+                "provider",
+                format!(
+                    "missing required section; kind is {}",
+                    expected_one_of("", PROVIDER_KINDS)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `ssh`: the settings, and the values that reach the ssh command line.
+pub(super) fn check_ssh(ctx: &mut Ctx, v: Option<Value>) -> Option<SshConfig> {
+    let ssh: Option<SshConfig> = match v {
+        Some(v) => ctx.section(v, "ssh"),
+        None => Some(SshConfig::default()),
+    };
+    if let Some(s) = &ssh {
+        if s.host_key_policy == HostKeyPolicy::Strict && s.known_hosts.is_none() {
+            let loc = ctx.index.value("ssh.host_key_policy");
+            ctx.push(
+                loc,
+                "ssh.known_hosts",
+                "host_key_policy: strict needs a known_hosts file",
+            );
+        }
+        if s.parallelism == Some(0) {
+            ctx.at("ssh.parallelism", "must be at least 1");
+        }
+        // Values that reach the ssh command line.
+        let argv = [
+            s.user
+                .as_deref()
+                .map(|u| ("ssh.user", crate::ssh::argv::check_user("ssh.user", u))),
+            s.jump
+                .as_deref()
+                .map(|j| ("ssh.jump", crate::ssh::argv::check_jump("ssh.jump", j))),
+            s.port
+                .map(|p| ("ssh.port", crate::ssh::argv::check_port("ssh.port", p))),
+        ];
+        for (field, result) in argv.into_iter().flatten() {
+            if let Err(e) = result {
+                ctx.at(
+                    field,
+                    format!("{} is not a valid {}: {}", e.shown, e.what, e.rule),
+                );
+            }
+        }
+    }
+    ssh
+}
+
+/// `docker`: how Docker is installed; preload archives must be readable (blueprint files only).
+pub(super) fn check_docker(
+    ctx: &mut Ctx,
+    v: Option<Value>,
+    path: &Path,
+) -> Option<DockerInstallConfig> {
+    let docker: Option<DockerInstallConfig> = match v {
+        Some(v) => ctx.section(v, "docker"),
+        None => Some(DockerInstallConfig::default()),
+    };
+    if let Some(d) = &docker {
+        if d.method == InstallMethod::Offline && d.packages.is_none() {
+            let loc = ctx.index.value("docker.method");
+            ctx.push(
+                loc,
+                "docker.packages",
+                "method offline needs `packages`: a folder or tarball of .deb/.rpm/.apk files",
+            );
+        }
+        if d.packages.is_some() && d.method != InstallMethod::Offline {
+            ctx.at("docker.packages", "only used with `method: offline`");
+        }
+        for (i, p) in d.preload_images.iter().enumerate() {
+            if !ctx.check_files {
+                continue;
+            }
+            if let Err(e) = crate::docker::preload::read_archive(&resolve_from(path, p)) {
+                let field = format!("docker.preload_images[{i}]");
+                ctx.at(
+                    field,
+                    format!("{e}; make one with `docker save -o images.tar repo:tag ...`"),
+                );
+            }
+        }
+    }
+    docker
+}
+
+/// `state.backend`: one of the backends flotilla knows.
+pub(super) fn check_state(ctx: &mut Ctx, v: Option<Value>) -> Option<String> {
+    match v {
+        Some(Value::Null) | None => None,
+        Some(v) => ctx.section::<StateSpec>(v, "state").and_then(|st| {
+            let b = st.backend.trim();
+            let known = b == "file"
+                || b.starts_with("file://")
+                || b.starts_with("postgres://")
+                || b.starts_with("postgresql://")
+                || b.starts_with("etcd://");
+            if !known {
+                ctx.at(
+                    "state.backend",
+                    format!(
+                        "`{}`: expected file, postgres://user@host/db or etcd://host:2379/prefix",
+                        crate::state::backend::redact(b)
+                    ),
+                );
+                None
+            } else {
+                Some(b.to_string())
+            }
+        }),
+    }
+}
+
+/// `expires_after`: a duration of at least a minute.
+pub(super) fn check_expires_after(ctx: &mut Ctx, v: Option<Value>) -> Option<std::time::Duration> {
+    match v {
+        Some(Value::Null) | None => None,
+        Some(v) => {
+            let loc = ctx.index.value("expires_after");
+            match v.as_str().map(|s| humantime::parse_duration(s.trim())) {
+                Some(Ok(d)) if d >= std::time::Duration::from_secs(60) => Some(d),
+                Some(Ok(_)) => {
+                    ctx.push(loc, "expires_after", "must be at least 1m".to_string());
+                    None
+                }
+                Some(Err(e)) => {
+                    ctx.push(
+                        loc,
+                        "expires_after",
+                        format!("`{v}` is not a duration ({e}); write e.g. 6h, 90m or 2days"),
+                    );
+                    None
+                }
+                None => {
+                    ctx.push(
+                        loc,
+                        "expires_after",
+                        format!("expected a duration such as 6h, found {v}"),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
