@@ -495,6 +495,13 @@ impl Orchestrator for Kubernetes {
         "kubernetes"
     }
 
+    fn quorum(&self) -> super::Quorum {
+        super::Quorum {
+            managers_are: "Kubernetes control-plane nodes (etcd members)",
+            advice: "recover by hand (restore etcd from a snapshot on a surviving control-plane node with `etcdutl snapshot restore`, then rejoin the others)",
+        }
+    }
+
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {
         let mut report = ConvergeReport::default();
         // 1. Every node prepared (a no-op check where it already is), in parallel.

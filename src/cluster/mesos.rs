@@ -336,6 +336,13 @@ impl Orchestrator for Mesos {
         "mesos"
     }
 
+    fn quorum(&self) -> super::Quorum {
+        super::Quorum {
+            managers_are: "Mesos masters",
+            advice: "recover by hand (bring a majority of the masters and their ZooKeeper ensemble back; the replicated log needs it)",
+        }
+    }
+
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {
         let mut report = ConvergeReport::default();
         let masters: Vec<&ClusterNode> = nodes.iter().filter(|n| n.role == Role::Manager).collect();

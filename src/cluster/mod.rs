@@ -87,9 +87,21 @@ impl ConvergeReport {
     }
 }
 
+/// How a cluster's managers keep their quorum, and what an operator does once it is lost (heal
+/// refuses to replace managers then and prints the advice).
+#[derive(Debug, Clone)]
+pub struct Quorum {
+    /// What the orchestrator calls its managers in messages ("swarm managers").
+    pub managers_are: &'static str,
+    /// What an operator does to recover a cluster that lost its quorum.
+    pub advice: &'static str,
+}
+
 #[async_trait]
 pub trait Orchestrator: Send + Sync {
     fn kind(&self) -> &'static str;
+    /// The words and advice for a cluster whose managers lost their majority.
+    fn quorum(&self) -> Quorum;
     /// Forms the cluster or brings it to the wanted membership; fresh join tokens every call.
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError>;
     /// Members as the cluster reports them, asked through any working manager.

@@ -358,6 +358,14 @@ impl Orchestrator for Swarm {
         "swarm"
     }
 
+    fn quorum(&self) -> super::Quorum {
+        super::Quorum {
+            managers_are: "swarm managers",
+            advice:
+                "recover by hand (`docker swarm init --force-new-cluster` on a surviving manager)",
+        }
+    }
+
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {
         let mut report = ConvergeReport::default();
         // 1. Which swarm, if any, do the nodes already belong to?

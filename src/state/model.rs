@@ -64,6 +64,29 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// The record of a machine about to be created (its name is recorded before the create call).
+    pub fn creating(spec: &flotilla_provider_core::NodeSpec, run_token: &str, now: &str) -> Self {
+        Self {
+            name: spec.name.clone(),
+            group: spec.group.clone(),
+            role: spec.role,
+            machine_id: None,
+            run_token: run_token.to_string(),
+            phase: NodePhase::Creating,
+            private_ip: None,
+            public_ip: None,
+            ssh_port: 22,
+            ssh_user: String::new(),
+            host_key: None,
+            os: None,
+            docker_version: None,
+            cluster_id: None,
+            created_at: now.to_string(),
+            unhealthy_since: None,
+            docker_restart_tried_at: None,
+        }
+    }
+
     pub fn ssh_address(&self) -> Option<std::net::IpAddr> {
         self.public_ip.or(self.private_ip)
     }
