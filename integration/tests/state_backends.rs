@@ -74,7 +74,10 @@ fn postgres_backend_keeps_the_contract_and_survives_a_restart() {
     // A restarted server: the next call reconnects instead of failing the run.
     let name = format!("restart-{}", std::process::id());
     let _ = b.delete(&name);
-    assert_eq!(b.write(&name, b"{}", None, None, "t").expect("write"), 1);
+    assert_eq!(
+        b.write(&name, b"{}", None, None, "t", None).expect("write"),
+        1
+    );
     pg_script("restart");
     let back = b
         .read(&name)
@@ -261,6 +264,19 @@ fn versions(home: &Home, backend: Option<&str>, name: &str) -> (u64, Vec<String>
     )
 }
 
+/// The versions `state history` lists (one per run), newest first.
+fn run_versions(home: &Home, url: &str, name: &str) -> Vec<u64> {
+    let o = with_backend(home, url, &["state", "history", name, "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = json(&o);
+    let versions: Vec<u64> = rows
+        .as_array()
+        .map(|r| r.iter().filter_map(|e| e["version"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(versions.len() >= 2, "at least two runs: {rows}");
+    versions
+}
+
 #[test]
 fn twenty_heals_at_once_through_files_postgres_and_etcd() {
     require_docker();
@@ -327,18 +343,27 @@ fn twenty_heals_at_once_through_files_postgres_and_etcd() {
     concurrent_heals(&home, Some(&url), name, 20);
     restarter.join().expect("restart thread");
 
-    // History and rollback.
+    // History (one entry per run) and rollback to the run before the last.
     let (latest, _) = versions(&home, Some(&url), name);
+    let runs = run_versions(&home, &url, name);
+    let previous = runs[1];
+    // The SSH key is stored once, in the current record, never in a run of the history.
+    let current = b.read(name).expect("read").expect("stored");
+    assert!(
+        String::from_utf8_lossy(&current.body).contains("PRIVATE KEY"),
+        "the key travels with the state"
+    );
+    for v in &runs {
+        let doc = b.read_version(name, *v).expect("read a run").expect("kept");
+        assert!(
+            !String::from_utf8_lossy(&doc).contains("PRIVATE KEY"),
+            "run {v} holds a copy of the key"
+        );
+    }
     let show = with_backend(
         &home,
         &url,
-        &[
-            "state",
-            "show",
-            name,
-            "--version",
-            &(latest - 1).to_string(),
-        ],
+        &["state", "show", name, "--version", &previous.to_string()],
     );
     assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
     assert_eq!(json(&show)["deployment"], name);
@@ -350,7 +375,7 @@ fn twenty_heals_at_once_through_files_postgres_and_etcd() {
             "rollback",
             name,
             "--to",
-            &(latest - 1).to_string(),
+            &previous.to_string(),
             "--yes",
         ],
     );

@@ -118,7 +118,7 @@ pub async fn extend(
     let new = crate::util::rfc3339_after(Duration::from_secs(ahead.unsigned_abs()) + by);
     let previous = state.expires_at.replace(new.clone());
     state.updated_at = crate::util::now_rfc3339();
-    home.save(&state)?;
+    home.save_final(&state)?;
     // The labels on the resources, where the provider can rewrite them.
     let relabelled = match recorded_blueprint(&state) {
         Ok(bp) => match build_provider(&bp, &recorded_public_key(&state)).await {

@@ -18,7 +18,7 @@ pub fn rollback(home: &Home, name: &str, to: u64, wait: Option<Duration>) -> Res
     let current = home.load_existing(name)?;
     state.ssh_private_key = current.ssh_private_key;
     state.updated_at = crate::util::now_rfc3339();
-    home.save(&state)?;
+    home.save_final(&state)?;
     let latest = home
         .backend()
         .read(name)?
@@ -61,7 +61,7 @@ pub fn migrate(
         )));
     }
     let _target_lock = target.lock(name, "state migrate", wait)?;
-    target.save(&state)?;
+    target.save_final(&state)?;
     let back = target.load_existing(name)?;
     let same = serde_json::to_value(&back).ok() == serde_json::to_value(&state).ok();
     if !same {

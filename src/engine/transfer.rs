@@ -221,7 +221,7 @@ pub fn import(home: &Home, archive: &[u8], force: bool) -> Result<ImportReport> 
         "export of {} by flotilla {}",
         manifest.exported_at, manifest.flotilla_version
     ));
-    home.save(&state)?;
+    home.save_final(&state)?;
     written.push("state.json".into());
     Ok(ImportReport {
         deployment: name,

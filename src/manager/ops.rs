@@ -344,6 +344,9 @@ pub async fn install(home: &Home, name: &str, opts: &InstallOptions) -> Result<M
     let mut o = open(home, name)?;
     let r = install_locked(home, &mut o.state, &o.bp, &o.pool, &o.targets, opts).await;
     o.pool.close_all().await;
+    if r.is_ok() {
+        home.save_final(&o.state)?; // `manager install` is a run of its own: keep its end
+    }
     r
 }
 
@@ -469,7 +472,7 @@ async fn upgrade_opened(
     rec.listen = Some(listen);
     rec.tls_fingerprint = Some(remote::tls_fingerprint(pool, t).await?);
     state.manager = Some(rec.clone());
-    home.save(&state)?;
+    home.save_final(&state)?;
     let mut r = report(home, &state, &rec, "upgraded", data, app);
     r.image_shipped = shipped;
     r.answered_after = Some(crate::util::human_duration(answered));

@@ -275,11 +275,29 @@ impl Home {
     }
 
     /// Writes the state as a new version: compare-and-swap against the version this process
-    /// last saw, fenced by the lock it holds (shared backends).
+    /// last saw, fenced by the lock it holds (shared backends). A run saves after every step;
+    /// those saves are not history (see `save_final`).
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        self.write(state, false)
+    }
+
+    /// Saves the state a command run ends with and keeps it in the history (`state history`,
+    /// `state rollback`): one entry per run, not per step. The history keeps the state only —
+    /// a shared backend's carried files (the SSH key among them) live once, in the current
+    /// record.
+    pub fn save_final(&self, state: &State) -> Result<(), StoreError> {
+        self.write(state, true)
+    }
+
+    fn write(&self, state: &State, snapshot: bool) -> Result<(), StoreError> {
         let name = state.deployment.as_str();
         self.ensure_deployment_dir(name)?;
-        let body = self.body_of(state)?;
+        let body = self.body_of(state, true)?;
+        let history = if snapshot {
+            Some(self.body_of(state, false)?)
+        } else {
+            None
+        };
         let known = self.versions.lock().ok().and_then(|v| v.get(name).copied());
         let expected = match known {
             Some(v) => Some(v),
@@ -293,6 +311,7 @@ impl Home {
             expected,
             token.as_deref(),
             &super::backend::writer(),
+            history.as_deref(),
         )?;
         if let Ok(mut v) = self.versions.lock() {
             v.insert(name.to_string(), version);
@@ -300,7 +319,9 @@ impl Home {
         Ok(())
     }
 
-    fn body_of(&self, state: &State) -> Result<Vec<u8>, StoreError> {
+    /// The stored document: the state itself for the home's own files; for a shared backend
+    /// an envelope with the state and (`with_files`) the carried files.
+    fn body_of(&self, state: &State, with_files: bool) -> Result<Vec<u8>, StoreError> {
         let path = self.state_path(&state.deployment)?;
         let corrupt = |e: serde_json::Error| StoreError::Corrupt {
             path: path.clone(),
@@ -311,7 +332,7 @@ impl Home {
         }
         let dir = self.deployment_dir(&state.deployment)?;
         let mut files = std::collections::BTreeMap::new();
-        for f in CARRIED_FILES {
+        for f in CARRIED_FILES.iter().filter(|_| with_files) {
             let path = if *f == "id_ed25519" {
                 PathBuf::from(&state.ssh_private_key)
             } else if *f == "id_ed25519.pub" {

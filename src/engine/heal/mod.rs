@@ -110,12 +110,18 @@ pub async fn heal(
         seen.pool.close_all().await;
         return Ok(report);
     }
-    home.save(&state)?;
+    let victims = decide::victims(&report.verdicts, &report.refused);
+    if victims.is_empty() {
+        // The whole run: what it saw is its final state (with victims, the convergence that
+        // replaces them ends the run).
+        home.save_final(&state)?;
+    } else {
+        home.save(&state)?;
+    }
     // Repairs in place come first and are not held back by max_unhealthy: SSH reaching the node
     // rules out a partition, and restarting a daemon deletes nothing.
     restart_docker(&bp, &seen, progress, &mut report).await;
     revive_manager(&state, &seen, progress, &mut report).await;
-    let victims = decide::victims(&report.verdicts, &report.refused);
     if victims.is_empty() {
         seen.pool.close_all().await;
         return Ok(report);

@@ -92,6 +92,16 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Saves the state this run ends with: one entry in the deployment's history.
+    pub fn save_final(&mut self) -> Result<()> {
+        if self.mode.is_plan() {
+            return Ok(());
+        }
+        self.state.updated_at = now_rfc3339();
+        self.home.save_final(&self.state)?;
+        Ok(())
+    }
+
     /// Marks this run finished in the state's run history (kept to the last `RUNS_KEPT`).
     pub fn record_run(&mut self, outcome: &str) {
         let now = now_rfc3339();

@@ -160,7 +160,7 @@ fn finish(cx: &mut Ctx<'_>, result: Result<()>) -> Result<()> {
         let end = json!({"outcome": "failed", "error": e.to_string()});
         let _ = cx.j(cx.command, "", Phase::RunEnd, end);
         cx.record_run("failed");
-        let _ = cx.save();
+        let _ = cx.save_final();
         return Err(e);
     }
     let outcome = if cx.report.failed.is_empty() {
@@ -169,7 +169,7 @@ fn finish(cx: &mut Ctx<'_>, result: Result<()>) -> Result<()> {
         "partial"
     };
     cx.record_run(outcome);
-    cx.save()?;
+    cx.save_final()?;
     cx.j(cx.command, "", Phase::RunEnd, json!({"outcome": outcome}))
 }
 

@@ -35,9 +35,10 @@ impl StateBackend for Checked {
         expected: Option<u64>,
         token: Option<&str>,
         by: &str,
+        snapshot: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
         name(n)?;
-        self.0.write(n, body, expected, token, by)
+        self.0.write(n, body, expected, token, by, snapshot)
     }
     fn delete(&self, n: &str) -> Result<(), StoreError> {
         name(n)?;

@@ -27,21 +27,21 @@ pub fn run(b: &dyn StateBackend) {
 
     // Compare-and-swap.
     assert_eq!(
-        b.write(&name, b"{\"v\":1}", None, None, "t")
+        b.write(&name, b"{\"v\":1}", None, None, "t", None)
             .expect("create"),
         1
     );
-    let again = b.write(&name, b"{\"v\":1}", None, None, "t");
+    let again = b.write(&name, b"{\"v\":1}", None, None, "t", None);
     assert!(
         matches!(again, Err(StoreError::Conflict { .. })),
         "create twice: {again:?}"
     );
     assert_eq!(
-        b.write(&name, b"{\"v\":2}", Some(1), None, "t")
+        b.write(&name, b"{\"v\":2}", Some(1), None, "t", None)
             .expect("update"),
         2
     );
-    let stale = b.write(&name, b"{\"v\":3}", Some(1), None, "t");
+    let stale = b.write(&name, b"{\"v\":3}", Some(1), None, "t", None);
     assert!(
         matches!(stale, Err(StoreError::Conflict { found: Some(2), .. })),
         "stale write: {stale:?}"
@@ -50,32 +50,65 @@ pub fn run(b: &dyn StateBackend) {
     assert_eq!((rec.body.as_slice(), rec.version), (&b"{\"v\":2}"[..], 2));
     assert!(b.list().expect("list").contains(&name), "listed");
 
-    // History: newest first, old versions readable, bounded.
-    let h = b.history(&name).expect("history");
-    assert_eq!(h.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 1]);
-    assert_eq!(
-        b.read_version(&name, 1).expect("v1").as_deref(),
-        Some(&b"{\"v\":1}"[..])
+    // History: only a run's end is kept (the document given as its snapshot), newest first,
+    // bounded to the last runs.
+    assert!(
+        b.history(&name).expect("history").is_empty(),
+        "steps are not history"
     );
-    let mut v = 2;
+    let v3 = b
+        .write(
+            &name,
+            b"{\"v\":3,\"files\":1}",
+            Some(2),
+            None,
+            "t",
+            Some(b"{\"v\":3}"),
+        )
+        .expect("end of a run");
+    let h = b.history(&name).expect("history");
+    assert_eq!(h.iter().map(|e| e.version).collect::<Vec<_>>(), vec![v3]);
+    assert_eq!(
+        b.read_version(&name, v3).expect("v3").as_deref(),
+        Some(&b"{\"v\":3}"[..])
+    );
+    assert_eq!(
+        b.read_version(&name, 2).expect("v2"),
+        None,
+        "a step is not kept"
+    );
+    let mut v = v3;
+    let mut runs = vec![v3];
     for i in 0..HISTORY_KEPT + 3 {
+        let step = format!("{{\"i\":{i},\"step\":true}}");
+        v = b
+            .write(&name, step.as_bytes(), Some(v), None, "t", None)
+            .expect("step");
+        let end = format!("{{\"i\":{i}}}");
         v = b
             .write(
                 &name,
-                format!("{{\"i\":{i}}}").as_bytes(),
+                end.as_bytes(),
                 Some(v),
                 None,
                 "t",
+                Some(end.as_bytes()),
             )
-            .expect("write");
+            .expect("run end");
+        runs.push(v);
     }
     let h = b.history(&name).expect("history");
-    assert!(
-        h.len() as u64 <= HISTORY_KEPT,
-        "history bounded: {}",
-        h.len()
+    let kept: Vec<u64> = runs
+        .iter()
+        .rev()
+        .take(HISTORY_KEPT as usize)
+        .copied()
+        .collect();
+    assert_eq!(
+        h.iter().map(|e| e.version).collect::<Vec<_>>(),
+        kept,
+        "the last runs, newest first"
     );
-    assert_eq!(h.first().map(|e| e.version), Some(v));
 
     // The lock excludes others and names its holder.
     let a = holder(1001, "heal");
@@ -98,13 +131,20 @@ pub fn run(b: &dyn StateBackend) {
     assert!(held.renew().expect("renew"), "the holder renews its lease");
     let token = held.token();
     v = b
-        .write(&name, b"{\"locked\":true}", Some(v), token.as_deref(), "t")
+        .write(
+            &name,
+            b"{\"locked\":true}",
+            Some(v),
+            token.as_deref(),
+            "t",
+            None,
+        )
         .expect("write under the lock");
 
     if token.is_some() {
         // Leases: force-unlock fences the old holder off, and a lease nobody renews expires.
         assert!(b.force_unlock(&name).expect("force"), "there was a lock");
-        let fenced = b.write(&name, b"{}", Some(v), token.as_deref(), "t");
+        let fenced = b.write(&name, b"{}", Some(v), token.as_deref(), "t", None);
         assert!(
             matches!(fenced, Err(StoreError::LockLost(_))),
             "fenced: {fenced:?}"

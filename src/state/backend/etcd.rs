@@ -300,6 +300,29 @@ impl HeldLock for EtcdLock {
     }
 }
 
+impl EtcdBackend {
+    /// Keeps the newest `HISTORY_KEPT` runs (after the write that added one; a crash between
+    /// the two leaves one run too many, which the next snapshot trims).
+    fn trim_history(&self, name: &str) -> Result<(), StoreError> {
+        let old: Vec<String> = self
+            .history(name)?
+            .iter()
+            .skip(HISTORY_KEPT as usize)
+            .map(|e| self.inner.history_key(name, e.version))
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        self.inner.call(move |mut c| {
+            let ops: Vec<TxnOp> = old.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
+            async move {
+                c.txn(Txn::new().and_then(ops)).await?;
+                Ok(())
+            }
+        })
+    }
+}
+
 impl StateBackend for EtcdBackend {
     fn url(&self) -> String {
         self.inner.shown.clone()
@@ -323,13 +346,12 @@ impl StateBackend for EtcdBackend {
         expected: Option<u64>,
         token: Option<&str>,
         by: &str,
+        snapshot: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
         let inner = &self.inner;
         let key = inner.key("state", name);
         let lock_key = inner.key("lock", name);
         let version = expected.unwrap_or(0) + 1;
-        let mut history = format!("{}\n{by}\n", crate::util::now_rfc3339()).into_bytes();
-        history.extend_from_slice(body);
         let mut compares = vec![Compare::version(
             key.clone(),
             CompareOp::Equal,
@@ -338,15 +360,11 @@ impl StateBackend for EtcdBackend {
         if let Some(t) = token {
             compares.push(Compare::value(lock_key.clone(), CompareOp::Equal, t));
         }
-        let mut ops = vec![
-            TxnOp::put(key.clone(), body.to_vec(), None),
-            TxnOp::put(inner.history_key(name, version), history, None),
-        ];
-        if version > HISTORY_KEPT {
-            ops.push(TxnOp::delete(
-                inner.history_key(name, version - HISTORY_KEPT),
-                None,
-            ));
+        let mut ops = vec![TxnOp::put(key.clone(), body.to_vec(), None)];
+        if let Some(doc) = snapshot {
+            let mut history = format!("{}\n{by}\n", crate::util::now_rfc3339()).into_bytes();
+            history.extend_from_slice(doc);
+            ops.push(TxnOp::put(inner.history_key(name, version), history, None));
         }
         let txn = Txn::new()
             .when(compares)
@@ -372,7 +390,12 @@ impl StateBackend for EtcdBackend {
             Ok(Err((found, lock_value)))
         })?;
         match outcome {
-            Ok(()) => Ok(version),
+            Ok(()) => {
+                if snapshot.is_some() {
+                    self.trim_history(name)?;
+                }
+                Ok(version)
+            }
             Err((_, lock_value))
                 if token.is_some() && lock_value.as_deref() != token.map(str::as_bytes) =>
             {

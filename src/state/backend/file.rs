@@ -78,6 +78,17 @@ impl HeldLock for FileLock {
     }
 }
 
+impl FileBackend {
+    /// Keeps the newest `HISTORY_KEPT` runs.
+    fn trim_history(&self, name: &str) -> Result<(), StoreError> {
+        let history = self.dir(name).join("history");
+        for old in self.history(name)?.iter().skip(HISTORY_KEPT as usize) {
+            let _ = fs::remove_file(history.join(format!("{:010}.json", old.version)));
+        }
+        Ok(())
+    }
+}
+
 impl StateBackend for FileBackend {
     fn url(&self) -> String {
         format!("file://{}", self.root.display())
@@ -103,6 +114,7 @@ impl StateBackend for FileBackend {
         expected: Option<u64>,
         _token: Option<&str>,
         _by: &str,
+        snapshot: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
         let found = self.version(name)?;
         if found != expected {
@@ -120,13 +132,16 @@ impl StateBackend for FileBackend {
                 .and_then(|_| fs::set_permissions(&bak, fs::Permissions::from_mode(0o600)));
         }
         let version = found.unwrap_or(0) + 1;
-        let history = dir.join("history");
-        fs::create_dir_all(&history).map_err(io(&history, "cannot create the history folder"))?;
-        write_atomic(&history.join(format!("{version:010}.json")), body)?;
+        if let Some(doc) = snapshot {
+            let history = dir.join("history");
+            fs::create_dir_all(&history)
+                .map_err(io(&history, "cannot create the history folder"))?;
+            write_atomic(&history.join(format!("{version:010}.json")), doc)?;
+        }
         write_atomic(&path, body)?;
         write_atomic(&dir.join("state.version"), version.to_string().as_bytes())?;
-        if version > HISTORY_KEPT {
-            let _ = fs::remove_file(history.join(format!("{:010}.json", version - HISTORY_KEPT)));
+        if snapshot.is_some() {
+            self.trim_history(name)?;
         }
         Ok(version)
     }

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Versions kept per deployment (`flotilla state history`).
+/// Runs kept per deployment (`flotilla state history`): each run's final state.
 pub const HISTORY_KEPT: u64 = 20;
 /// How long a lock lives without renewal; the holder renews it every third of that.
 pub const LEASE: Duration = Duration::from_secs(15);
@@ -71,6 +71,9 @@ pub trait StateBackend: Send + Sync {
     fn read(&self, name: &str) -> Result<Option<Record>, StoreError>;
     /// Writes a new version if the stored one is still `expected` (`None`: none may exist),
     /// and, with a fencing `token`, only while that lock is held. Returns the new version.
+    /// `snapshot`: the end of a run — this document is kept in the history under the new
+    /// version (in the same transaction), and only the newest `HISTORY_KEPT` are kept. The
+    /// intermediate saves of a run (many per step) are not history.
     fn write(
         &self,
         name: &str,
@@ -78,10 +81,11 @@ pub trait StateBackend: Send + Sync {
         expected: Option<u64>,
         token: Option<&str>,
         by: &str,
+        snapshot: Option<&[u8]>,
     ) -> Result<u64, StoreError>;
     fn delete(&self, name: &str) -> Result<(), StoreError>;
     fn list(&self) -> Result<Vec<String>, StoreError>;
-    /// Newest first.
+    /// The kept runs' versions, newest first.
     fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError>;
     fn read_version(&self, name: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError>;
     fn try_lock(

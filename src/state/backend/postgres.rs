@@ -496,6 +496,7 @@ impl StateBackend for PostgresBackend {
         expected: Option<u64>,
         token: Option<&str>,
         by: &str,
+        snapshot: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
         let (n, b, e, t, w) = (
             name.to_string(),
@@ -504,16 +505,18 @@ impl StateBackend for PostgresBackend {
             token.map(str::to_string),
             by.to_string(),
         );
+        let h: Option<Vec<u8>> = snapshot.map(<[u8]>::to_vec);
         // How often the statement was sent: more than once means a connection was lost on the
         // way, possibly after the commit.
         let sends = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counter = sends.clone();
         let written: Option<i64> = self.inner.call(move |c| {
-            let (n, b, t, w) = (n.clone(), b.clone(), t.clone(), w.clone());
+            let (n, b, t, w, h) = (n.clone(), b.clone(), t.clone(), w.clone(), h.clone());
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
                 // One statement: the fence, the compare-and-swap (update or first insert) and
-                // the history row commit together or not at all.
+                // the history row of a run's end commit together or not at all (a data-modifying
+                // CTE runs whether or not the final SELECT reads it).
                 let row = c
                     .query_opt(
                         "WITH fence AS (
@@ -532,20 +535,23 @@ impl StateBackend for PostgresBackend {
                            ON CONFLICT (deployment) DO NOTHING
                            RETURNING version
                          ),
+                         written AS (SELECT version AS v FROM upd UNION ALL SELECT version FROM ins),
                          hist AS (
                            INSERT INTO flotilla_state_history (deployment, version, body, written_at, written_by)
-                           SELECT $1, v, $2, now(), $5 FROM (SELECT version AS v FROM upd UNION ALL SELECT version FROM ins) x
-                           RETURNING version
+                           SELECT $1, v, $6, now(), $5 FROM written WHERE $6::bytea IS NOT NULL
                          )
-                         SELECT version FROM hist",
-                        &[&n, &b, &e, &t, &w],
+                         SELECT v FROM written",
+                        &[&n, &b, &e, &t, &w, &h],
                     )
                     .await?;
                 let v: Option<i64> = row.map(|r| r.get(0));
-                if let Some(v) = v {
+                if v.is_some() && h.is_some() {
+                    // Only the newest runs are kept.
                     c.execute(
-                        "DELETE FROM flotilla_state_history WHERE deployment = $1 AND version <= $2",
-                        &[&n, &(v - HISTORY_KEPT as i64)],
+                        "DELETE FROM flotilla_state_history WHERE deployment = $1 AND version NOT IN (
+                           SELECT version FROM flotilla_state_history WHERE deployment = $1
+                           ORDER BY version DESC LIMIT $2)",
+                        &[&n, &(HISTORY_KEPT as i64)],
                     )
                     .await?;
                 }
