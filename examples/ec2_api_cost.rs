@@ -62,9 +62,13 @@ async fn main() {
         }))
         .expect("config");
         assert!(matches!(cfg.ami, AmiSpec::Id(_)));
-        let p = Ec2Provider::new(cfg, "swarm", KEY.into())
-            .await
-            .expect("provider");
+        let p = Ec2Provider::new(
+            cfg,
+            flotilla::cluster::ports(flotilla::blueprint::ClusterKind::Swarm),
+            KEY.into(),
+        )
+        .await
+        .expect("provider");
         let owner = Ownership::new(format!("bench-{n}"));
         let mut nodes = vec![NodeSpec {
             name: "managers-1".into(),

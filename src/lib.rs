@@ -10,6 +10,7 @@ pub mod commands;
 pub mod docker;
 pub mod engine;
 pub mod error;
+pub mod kinds;
 pub mod manager;
 pub mod names;
 pub mod progress;

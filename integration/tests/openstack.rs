@@ -392,7 +392,7 @@ fn openstack_ten_parallel_creates() {
         }))
         .expect("config");
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGqL2Fq3i0Ft8Yb8VY3tPzL7yQ1L1mJ5w9i7D0bYHqOz parallel";
-        let p = flotilla_provider_openstack::OpenStackProvider::new(cfg, "none", key.into()).expect("provider");
+        let p = flotilla_provider_openstack::OpenStackProvider::new(cfg, vec![], key.into()).expect("provider");
         let owner = Ownership::new("os-par");
         p.preflight(&owner).await.expect("preflight");
         let nodes: Vec<NodeSpec> = (1..=10).map(|i| NodeSpec { name: format!("w-{i}"), group: "w".into(), role: Role::Worker }).collect();

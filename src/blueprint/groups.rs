@@ -62,32 +62,16 @@ pub(super) fn check_groups(
             return None;
         }
     };
-    let is_static = matches!(provider, Some(ProviderConfig::Static(_)));
-    let inventory = match provider {
-        Some(ProviderConfig::Static(s)) => match &s.inventory {
-            Some(inv) => {
-                let base = path.parent().unwrap_or(Path::new("."));
-                let inv_path = resolve_relative(base, inv);
-                match std::fs::read_to_string(&inv_path) {
-                    Ok(t) => match flotilla_provider_static::parse_inventory(&t) {
-                        Ok(g) => Some(g),
-                        Err(e) => {
-                            ctx.at("provider.inventory", format!("{}: {e}", inv_path.display()));
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        ctx.at(
-                            "provider.inventory",
-                            format!("cannot read {}: {e}", inv_path.display()),
-                        );
-                        None
-                    }
-                }
-            }
-            None => None,
-        },
-        _ => None,
+    // Providers of existing hosts take them from the groups or an inventory file.
+    let is_static = provider.is_some_and(|p| crate::kinds::existing_hosts(p.as_ref()));
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let inventory = match provider.and_then(|p| p.inventory(&|inv| resolve_relative(&base, inv))) {
+        Some(Ok(groups)) => Some(groups),
+        Some(Err(e)) => {
+            ctx.at("provider.inventory", e);
+            None
+        }
+        None => None,
     };
     let mut out = Vec::new();
     let mut ok = true;
@@ -124,32 +108,21 @@ pub(super) fn check_groups(
         if !hosts.is_empty() && !is_static {
             ctx.at(
                 format!("{field}.hosts"),
-                "host lists are only for `provider.kind: static`",
+                format!(
+                    "host lists are only for {}",
+                    crate::kinds::existing_host_kinds()
+                ),
             );
             ok = false;
         }
         if is_static && hosts.is_empty() {
             if let Some(inv) = &inventory {
-                hosts = inv
-                    .get(&gname)
-                    .map(|v| {
-                        v.iter()
-                            .map(|h| {
-                                format!(
-                                    "{}{}",
-                                    h.user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
-                                    h.id()
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                hosts = inv.get(&gname).cloned().unwrap_or_default();
             }
         }
         for (i, h) in hosts.iter().enumerate() {
-            if let Err(e) = flotilla_provider_static::HostEntry::parse(h) {
-                let hf = format!("{field}.hosts[{i}]");
-                ctx.at(hf, format!("{e}; expected [user@]host[:port]"));
+            if let Some(Err(e)) = provider.map(|p| p.check_host(h)) {
+                ctx.at(format!("{field}.hosts[{i}]"), e);
                 ok = false;
             }
         }

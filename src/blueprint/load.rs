@@ -135,16 +135,26 @@ impl Ctx<'_> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(t) => Some(t),
             Err(e) => {
-                let (path, msg) = serde_problem(prefix, &e);
-                let loc = if msg.starts_with("unknown field") {
-                    self.index.key(&path)
-                } else {
-                    self.index.value(&path)
-                };
-                self.push(loc, path, msg);
+                self.serde_error(prefix, &e);
                 None
             }
         }
+    }
+
+    /// A section that does not deserialize, reported at the field it names (an unknown field
+    /// at its key, a wrong value at the value).
+    pub(super) fn serde_error(
+        &mut self,
+        prefix: &str,
+        e: &serde_path_to_error::Error<serde_json::Error>,
+    ) {
+        let (path, msg) = serde_problem(prefix, e);
+        let loc = if msg.starts_with("unknown field") {
+            self.index.key(&path)
+        } else {
+            self.index.value(&path)
+        };
+        self.push(loc, path, msg);
     }
 }
 

@@ -26,9 +26,6 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "outputs",
 ];
 
-pub const PROVIDER_KINDS: &[&str] = &["docker", "static", "ec2", "openstack"];
-/// Provider kinds this build can drive.
-pub const PROVIDER_KINDS_AVAILABLE: &[&str] = &["docker", "static", "ec2", "openstack"];
 pub const CLUSTER_KINDS: &[&str] = &["swarm", "kubernetes", "mesos", "none"];
 
 /// A count written as a number, or as a string a template rendered (`"{{ inputs.workers }}"`).
@@ -376,24 +373,8 @@ impl ClusterKind {
     }
 }
 
-#[derive(Debug, Clone)]
-pub enum ProviderConfig {
-    Docker(flotilla_provider_docker::DockerConfig),
-    Static(flotilla_provider_static::StaticConfig),
-    Ec2(Box<flotilla_provider_ec2::Ec2Config>),
-    OpenStack(Box<flotilla_provider_openstack::OpenStackConfig>),
-}
-
-impl ProviderConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProviderConfig::Docker(_) => "docker",
-            ProviderConfig::Static(_) => "static",
-            ProviderConfig::Ec2(_) => "ec2",
-            ProviderConfig::OpenStack(_) => "openstack",
-        }
-    }
-}
+/// The `provider:` section, read by its kind's factory (`crate::kinds`).
+pub type ProviderConfig = std::sync::Arc<dyn flotilla_provider_core::ProviderSettings>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum MaxUnhealthy {

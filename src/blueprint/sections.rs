@@ -5,6 +5,7 @@ use super::load::Ctx;
 use super::model::*;
 use super::problem::expected_one_of;
 use super::yaml_index::Loc;
+use flotilla_provider_core::SettingsError;
 use serde_json::Value;
 use std::path::Path;
 
@@ -34,91 +35,53 @@ pub(super) fn check_name(ctx: &mut Ctx, v: Option<Value>) -> Option<String> {
     }
 }
 
-/// `provider`: its kind and the kind's own settings.
+/// `provider`: its kind and the kind's own settings, read by the kind's factory.
 pub(super) fn check_provider(ctx: &mut Ctx, v: Option<Value>) -> Option<ProviderConfig> {
-    match v {
-        Some(Value::Object(mut p)) => {
-            let kind = p.remove("kind");
-            match kind.as_ref().and_then(Value::as_str) {
-                None => {
-                    let loc = ctx.index.value("provider");
-                    ctx.push(
-                        loc,
-                        "provider.kind",
-                        format!("missing; {}", expected_one_of("", PROVIDER_KINDS)),
-                    );
-                    None
-                }
-                Some(k) if !PROVIDER_KINDS.contains(&k) => {
-                    ctx.at(
-                        "provider.kind",
-                        format!(
-                            "unknown provider `{k}`; {}",
-                            expected_one_of(k, PROVIDER_KINDS)
-                        ),
-                    );
-                    None
-                }
-                Some(k) if !PROVIDER_KINDS_AVAILABLE.contains(&k) => {
-                    ctx.at("provider.kind", format!(
-                        "the `{k}` provider is not available in this version of flotilla yet; available: {}",
-                        PROVIDER_KINDS_AVAILABLE.join(", ")
-                    ));
-                    None
-                }
-                Some("docker") => ctx
-                    .section::<flotilla_provider_docker::DockerConfig>(Value::Object(p), "provider")
-                    .and_then(|c| {
-                        let extra = c.check();
-                        for (field, msg) in &extra {
-                            let loc = ctx.index.value(field);
-                            ctx.push(loc, field.clone(), msg.clone());
-                        }
-                        extra.is_empty().then_some(ProviderConfig::Docker(c))
-                    }),
-                Some("ec2") => ctx
-                    .section::<flotilla_provider_ec2::Ec2Config>(Value::Object(p), "provider")
-                    .and_then(|c| {
-                        let extra = c.check();
-                        for (field, msg) in &extra {
-                            let loc = ctx.index.value(field);
-                            ctx.push(loc, field.clone(), msg.clone());
-                        }
-                        extra.is_empty().then(|| ProviderConfig::Ec2(Box::new(c)))
-                    }),
-                Some("openstack") => ctx
-                    .section::<flotilla_provider_openstack::OpenStackConfig>(
-                        Value::Object(p),
-                        "provider",
-                    )
-                    .and_then(|c| {
-                        let extra = c.check();
-                        for (field, msg) in &extra {
-                            let loc = ctx.index.value(field);
-                            ctx.push(loc, field.clone(), msg.clone());
-                        }
-                        extra
-                            .is_empty()
-                            .then(|| ProviderConfig::OpenStack(Box::new(c)))
-                    }),
-                Some(_) => ctx
-                    .section::<flotilla_provider_static::StaticConfig>(Value::Object(p), "provider")
-                    .map(ProviderConfig::Static),
-            }
-        }
+    let kinds = crate::kinds::provider_kinds();
+    let mut p = match v {
+        Some(Value::Object(p)) => p,
         Some(_) => {
             ctx.at("provider", "expected a map with at least `kind`");
-            None
+            return None;
         }
         None => {
-            ctx.push(
-                Some(Loc { line: 1, col: 1 }),
-                "provider",
-                format!(
-                    "missing required section; kind is {}",
-                    expected_one_of("", PROVIDER_KINDS)
-                ),
+            let msg = format!(
+                "missing required section; kind is {}",
+                expected_one_of("", &kinds)
             );
+            ctx.push(Some(Loc { line: 1, col: 1 }), "provider", msg);
+            return None;
+        }
+    };
+    let kind = p.remove("kind");
+    let Some(kind) = kind.as_ref().and_then(Value::as_str) else {
+        let loc = ctx.index.value("provider");
+        ctx.push(
+            loc,
+            "provider.kind",
+            format!("missing; {}", expected_one_of("", &kinds)),
+        );
+        return None;
+    };
+    let Some(factory) = crate::kinds::provider(kind) else {
+        let msg = format!(
+            "unknown provider `{kind}`; {}",
+            expected_one_of(kind, &kinds)
+        );
+        ctx.at("provider.kind", msg);
+        return None;
+    };
+    match factory.settings(Value::Object(p)) {
+        Ok(settings) => Some(settings),
+        Err(SettingsError::Shape(e)) => {
+            ctx.serde_error("provider", &e);
+            None
+        }
+        Err(SettingsError::Invalid(problems)) => {
+            for (field, msg) in problems {
+                let loc = ctx.index.value(&field);
+                ctx.push(loc, field, msg);
+            }
             None
         }
     }

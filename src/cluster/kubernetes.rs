@@ -489,6 +489,20 @@ pub fn rewrite_server(kubeconfig: &str, server: &str) -> String {
     out
 }
 
+/// Kubernetes' ports between members: the API server, etcd, the kubelet and control-plane
+/// components, NodePorts, and flannel's VXLAN / calico's BGP (the two CNIs flotilla knows).
+pub fn ports() -> Vec<flotilla_provider_core::PortRule> {
+    let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
+    vec![
+        r("tcp", 6443, 6443),
+        r("tcp", 2379, 2380),
+        r("tcp", 10250, 10259),
+        r("tcp", 30000, 32767),
+        r("udp", 8472, 8472),
+        r("tcp", 179, 179),
+    ]
+}
+
 #[async_trait]
 impl Orchestrator for Kubernetes {
     fn kind(&self) -> &'static str {

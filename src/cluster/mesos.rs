@@ -330,6 +330,20 @@ impl Mesos {
     }
 }
 
+/// Mesos' ports between members: masters and agents, ZooKeeper (clients, followers,
+/// elections), Marathon, and the port range agents offer to tasks.
+pub fn ports() -> Vec<flotilla_provider_core::PortRule> {
+    let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
+    vec![
+        r("tcp", 5050, 5051),
+        r("tcp", 2181, 2181),
+        r("tcp", 2888, 2888),
+        r("tcp", 3888, 3888),
+        r("tcp", 8080, 8080),
+        r("tcp", 31000, 32000),
+    ]
+}
+
 #[async_trait]
 impl Orchestrator for Mesos {
     fn kind(&self) -> &'static str {

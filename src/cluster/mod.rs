@@ -218,6 +218,17 @@ where
     Err(last.unwrap_or_else(|| ClusterError::Cluster("no manager node to ask".into())))
 }
 
+/// The ports a cluster of this kind needs open between its members (none without a cluster).
+pub fn ports(kind: crate::blueprint::ClusterKind) -> Vec<flotilla_provider_core::PortRule> {
+    use crate::blueprint::ClusterKind;
+    match kind {
+        ClusterKind::Swarm => swarm::ports(),
+        ClusterKind::Kubernetes => kubernetes::ports(),
+        ClusterKind::Mesos => mesos::ports(),
+        ClusterKind::None => vec![],
+    }
+}
+
 /// The blueprint's orchestrator, or None for `cluster.kind: none`.
 pub fn for_blueprint(
     bp: &crate::blueprint::Blueprint,
@@ -242,5 +253,28 @@ pub fn for_blueprint(
             bp.mesos.clone(),
         ))),
         ClusterKind::None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::blueprint::ClusterKind;
+    use flotilla_provider_core::PortRule;
+
+    #[test]
+    fn each_cluster_kind_opens_its_own_ports_and_none_opens_nothing() {
+        let vxlan = PortRule {
+            proto: "udp",
+            from: 4789,
+            to: 4789,
+        };
+        assert!(super::ports(ClusterKind::Swarm).contains(&vxlan));
+        assert!(super::ports(ClusterKind::Kubernetes)
+            .iter()
+            .any(|p| p.from == 6443));
+        assert!(super::ports(ClusterKind::Mesos)
+            .iter()
+            .any(|p| p.from == 5050));
+        assert_eq!(super::ports(ClusterKind::None), vec![]);
     }
 }

@@ -352,6 +352,17 @@ impl Swarm {
     }
 }
 
+/// Swarm's ports between members: 2377/tcp (managers), 7946/tcp+udp (gossip), 4789/udp (VXLAN).
+pub fn ports() -> Vec<flotilla_provider_core::PortRule> {
+    let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
+    vec![
+        r("tcp", 2377, 2377),
+        r("tcp", 7946, 7946),
+        r("udp", 7946, 7946),
+        r("udp", 4789, 4789),
+    ]
+}
+
 #[async_trait]
 impl Orchestrator for Swarm {
     fn kind(&self) -> &'static str {

@@ -5,7 +5,7 @@
 //! label is ever listed, so nothing else can be deleted.
 
 use super::{build_provider, recorded_blueprint};
-use crate::blueprint::{Blueprint, ProviderConfig};
+use crate::blueprint::Blueprint;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::state::{Home, LockError, State};
@@ -91,36 +91,6 @@ fn item(what: &str, name: &str, deployment: &str, provider: &str, reason: String
 
 fn ago(secs: i64) -> String {
     crate::util::human_duration(Duration::from_secs(secs.unsigned_abs()))
-}
-
-/// Where a provider lives, so one engine or cloud is searched once however many deployments
-/// and blueprints name it (their subnets and images differ; the engine is the same).
-fn provider_key(cfg: &ProviderConfig) -> String {
-    match cfg {
-        ProviderConfig::OpenStack(c) => format!("openstack {:?}", c.cloud),
-        other => provider_label(other),
-    }
-}
-
-fn provider_label(cfg: &ProviderConfig) -> String {
-    match cfg {
-        ProviderConfig::Docker(d) => format!(
-            "docker ({})",
-            d.host
-                .clone()
-                .or_else(|| std::env::var("DOCKER_HOST").ok())
-                .unwrap_or_else(|| "local engine".into())
-        ),
-        ProviderConfig::Ec2(c) => format!(
-            "ec2 ({})",
-            c.endpoint_url
-                .clone()
-                .or_else(|| c.region.clone())
-                .unwrap_or_else(|| "default region".into())
-        ),
-        ProviderConfig::OpenStack(_) => "openstack".into(),
-        ProviderConfig::Static(_) => "static".into(),
-    }
 }
 
 /// A `--provider-config` file: a `provider:` section (as in a blueprint), loaded through the
@@ -320,7 +290,7 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
     let mut providers: BTreeMap<String, Blueprint> = BTreeMap::new();
     for bp in extra {
         providers
-            .entry(provider_key(&bp.provider))
+            .entry(bp.provider.gc_scope())
             .or_insert_with(|| bp.clone());
     }
     let mut states: BTreeMap<String, State> = BTreeMap::new();
@@ -333,7 +303,7 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
         match home.load_existing(&name) {
             Ok(s) => {
                 if let Ok(bp) = recorded_blueprint(&s) {
-                    providers.entry(provider_key(&bp.provider)).or_insert(bp);
+                    providers.entry(bp.provider.gc_scope()).or_insert(bp);
                 }
                 states.insert(name, s);
             }
@@ -398,7 +368,7 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
 
     // 2. Orphans on every provider.
     for bp in providers.values() {
-        let label = provider_label(&bp.provider);
+        let label = bp.provider.gc_label();
         let unsearchable = |e: String| GcItem {
             error: Some(e),
             ..item("provider", &label, "", &label, "cannot be searched".into())
@@ -520,7 +490,7 @@ mod tests {
         let ok = dir.path().join("docker.yaml");
         std::fs::write(&ok, "provider:\n  kind: docker\n  subnet: 10.198.9.0/24\n").expect("write");
         let bp = provider_only_blueprint(&ok).expect("a provider section is enough");
-        assert!(matches!(bp.provider, ProviderConfig::Docker(_)));
+        assert_eq!(bp.provider.kind(), "docker");
         let bad = dir.path().join("ec2.yaml");
         std::fs::write(&bad, "provider:\n  kind: ec2\n  region: us-east-1\n").expect("write");
         let e = provider_only_blueprint(&bad)

@@ -15,60 +15,30 @@ pub mod status;
 pub mod transfer;
 pub mod up;
 
-use crate::blueprint::{Blueprint, ProviderConfig};
+use crate::blueprint::Blueprint;
 use crate::error::{Error, Result};
 use crate::state::{Journal, Phase, State};
 use flotilla_provider_core::{Provider, Role};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Builds the provider a blueprint names.
+/// Builds the provider a blueprint names, through its kind's settings.
 pub async fn build_provider(bp: &Blueprint, public_key: &str) -> Result<Arc<dyn Provider>> {
-    match &bp.provider {
-        ProviderConfig::Docker(cfg) => {
-            let p = flotilla_provider_docker::DockerProvider::connect(
-                cfg.clone(),
-                crate::state::cache_dir(),
-            )
-            .await?;
-            Ok(Arc::new(p))
-        }
-        ProviderConfig::Ec2(cfg) => {
-            let p = flotilla_provider_ec2::Ec2Provider::new(
-                (**cfg).clone(),
-                bp.cluster.as_str(),
-                public_key.to_string(),
-            )
-            .await?;
-            Ok(Arc::new(p))
-        }
-        ProviderConfig::OpenStack(cfg) => {
-            let p = flotilla_provider_openstack::OpenStackProvider::new(
-                (**cfg).clone(),
-                bp.cluster.as_str(),
-                public_key.to_string(),
-            )?;
-            Ok(Arc::new(p))
-        }
-        ProviderConfig::Static(_) => {
-            let mut hosts = Vec::new();
-            for g in &bp.groups {
-                for (i, h) in g.hosts.iter().enumerate() {
-                    let entry = flotilla_provider_static::HostEntry::parse(h)
-                        .map_err(|e| Error::Usage(format!("groups.{}.hosts[{i}]: {e}", g.name)))?;
-                    hosts.push(flotilla_provider_static::StaticHost {
-                        name: format!("{}-{}", g.name, i + 1),
-                        group: g.name.clone(),
-                        role: g.role,
-                        entry,
-                    });
-                }
-            }
-            Ok(Arc::new(flotilla_provider_static::StaticProvider::new(
-                hosts,
-            )))
-        }
-    }
+    let cx = flotilla_provider_core::BuildContext {
+        ssh_public_key: public_key.to_string(),
+        cache_dir: crate::state::cache_dir(),
+        cluster_ports: crate::cluster::ports(bp.cluster),
+        hosts: bp
+            .groups
+            .iter()
+            .map(|g| flotilla_provider_core::GroupHosts {
+                group: g.name.clone(),
+                role: g.role,
+                hosts: g.hosts.clone(),
+            })
+            .collect(),
+    };
+    Ok(bp.provider.build(&cx).await?)
 }
 
 /// The public key of a recorded deployment (for providers that check their key pair).

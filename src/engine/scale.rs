@@ -3,7 +3,7 @@
 
 use super::effective_blueprint;
 use super::up::{up, UpOptions, UpReport};
-use crate::blueprint::{problem::suggest_public as suggest, ClusterKind, ProviderConfig};
+use crate::blueprint::{problem::suggest_public as suggest, ClusterKind};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::state::Home;
@@ -38,8 +38,8 @@ pub async fn scale(
 ) -> Result<UpReport> {
     let state = home.load_existing(deployment)?;
     let mut bp = effective_blueprint(&state)?;
-    if matches!(bp.provider, ProviderConfig::Static(_)) {
-        return Err(Error::Usage(format!("`{deployment}` uses existing hosts (static provider): change the host lists in the blueprint and run `flotilla up`")));
+    if crate::kinds::existing_hosts(bp.provider.as_ref()) {
+        return Err(Error::Usage(format!("`{deployment}` uses existing hosts ({} provider): change the host lists in the blueprint and run `flotilla up`", bp.provider.kind())));
     }
     let mut overrides = state.count_overrides.clone();
     for (group, n) in counts {

@@ -8,14 +8,18 @@
 pub mod argv;
 pub mod backoff;
 mod error;
+pub mod factory;
 pub mod fake;
 pub mod time;
 mod types;
 
 pub use error::ProviderError;
+pub use factory::{
+    parse_section, BuildContext, GroupHosts, ProviderFactory, ProviderSettings, SettingsError,
+};
 pub use types::{
-    cluster_ports, labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeSpec,
-    NodeState, Ownership, PortRule, ResourceScope, Role,
+    labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeSpec, NodeState, Ownership,
+    PortRule, ResourceScope, Role,
 };
 
 use async_trait::async_trait;

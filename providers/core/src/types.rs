@@ -177,40 +177,6 @@ pub struct PortRule {
     pub to: i32,
 }
 
-/// The orchestrator's ports: Swarm 2377/tcp, 7946/tcp+udp, 4789/udp; Kubernetes 6443,
-/// 2379-2380, 10250-10259, 30000-32767; Mesos 5050-5051 and ZooKeeper 2181.
-pub fn cluster_ports(cluster: &str) -> Vec<PortRule> {
-    let r = |proto, from, to| PortRule { proto, from, to };
-    match cluster {
-        "swarm" => vec![
-            r("tcp", 2377, 2377),
-            r("tcp", 7946, 7946),
-            r("udp", 7946, 7946),
-            r("udp", 4789, 4789),
-        ],
-        "kubernetes" => vec![
-            r("tcp", 6443, 6443),
-            r("tcp", 2379, 2380),
-            r("tcp", 10250, 10259),
-            r("tcp", 30000, 32767),
-            // flannel's VXLAN and calico's BGP (the two CNIs flotilla knows by name).
-            r("udp", 8472, 8472),
-            r("tcp", 179, 179),
-        ],
-        "mesos" => vec![
-            r("tcp", 5050, 5051),
-            // ZooKeeper clients, followers, elections.
-            r("tcp", 2181, 2181),
-            r("tcp", 2888, 2888),
-            r("tcp", 3888, 3888),
-            // Marathon, and the port range agents offer to tasks.
-            r("tcp", 8080, 8080),
-            r("tcp", 31000, 32000),
-        ],
-        _ => vec![],
-    }
-}
-
 /// What a provider resource is to the garbage collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]

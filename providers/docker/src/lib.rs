@@ -7,7 +7,10 @@ mod gc;
 mod image;
 mod naming;
 
+mod factory;
+
 pub use config::{DockerConfig, DockerStorage, PrivilegeMode};
+pub use factory::Factory;
 use flotilla_provider_core::backoff::Backoff;
 pub use image::{default_image_name, IMAGE_REVISION};
 

@@ -12,8 +12,11 @@ mod config;
 mod gc;
 mod names;
 
+mod factory;
+
 pub use client::{Ec2Api, Stats};
 pub use config::{AddressMode, AmiSpec, Ec2Config};
+pub use factory::Factory;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
@@ -37,7 +40,7 @@ const TERMINATE_BATCH: usize = 500;
 const WAIT_TIMEOUT: Duration = Duration::from_secs(900);
 
 use flotilla_provider_core::backoff::Backoff;
-pub use flotilla_provider_core::{cluster_ports as ports_for, PortRule};
+pub use flotilla_provider_core::PortRule;
 
 #[derive(Debug, Clone)]
 struct Resolved {
@@ -92,18 +95,18 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<&str, &str> {
 }
 
 impl Ec2Provider {
-    /// `cluster` picks the ports opened inside the group; `public_key` is the line imported as the
-    /// key pair (never overwriting a different key of the same name).
+    /// `ports` are opened inside the group (the cluster's own); `public_key` is the line
+    /// imported as the key pair (never overwriting a different key of the same name).
     pub async fn new(
         cfg: Ec2Config,
-        cluster: &str,
+        ports: Vec<PortRule>,
         public_key: String,
     ) -> Result<Self, ProviderError> {
         let api = Ec2Api::new(&cfg).await?;
         Ok(Self {
             api,
             cfg,
-            ports: ports_for(cluster),
+            ports,
             public_key,
             resolved: Mutex::new(None),
         })
@@ -933,16 +936,5 @@ mod tests {
             client_token("r1-abcdef12", "w", "1-3").len() <= 64,
             "EC2 limit"
         );
-    }
-
-    #[test]
-    fn swarm_ports_stay_inside_the_group() {
-        let p = ports_for("swarm");
-        assert!(p.contains(&PortRule {
-            proto: "udp",
-            from: 4789,
-            to: 4789
-        }));
-        assert_eq!(ports_for("none"), vec![]);
     }
 }

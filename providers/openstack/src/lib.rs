@@ -11,13 +11,16 @@ mod config;
 mod gc;
 mod session;
 
+mod factory;
+
 pub use config::{AddressMode, OpenStackConfig};
+pub use factory::Factory;
 
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
 use flotilla_provider_core::{
-    cluster_ports, labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeSpec,
-    NodeState, Ownership, PortRule, Provider, ProviderError, Role,
+    labels, CreateRequest, MachineId, ManagedResource, NodeInfo, NodeSpec, NodeState, Ownership,
+    PortRule, Provider, ProviderError, Role,
 };
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
@@ -119,7 +122,7 @@ fn not_found(field: &str, what: &str, wanted: &str, names: &[String]) -> Provide
 impl OpenStackProvider {
     pub fn new(
         cfg: OpenStackConfig,
-        cluster: &str,
+        ports: Vec<PortRule>,
         public_key: String,
     ) -> Result<Self, ProviderError> {
         let cloud = auth::resolve(
@@ -136,7 +139,7 @@ impl OpenStackProvider {
         Ok(Self {
             s,
             cfg,
-            ports: cluster_ports(cluster),
+            ports,
             public_key,
             resolved: Mutex::new(None),
         })

@@ -70,6 +70,16 @@ impl HostEntry {
     }
 
     /// Stable identifier used as the machine id.
+    /// The entry as a blueprint's `hosts:` list writes it (`[user@]host[:port]`).
+    pub fn written(&self) -> String {
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{user}{}", self.id())
+    }
+
     pub fn id(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)

@@ -3,6 +3,9 @@
 
 mod inventory;
 
+mod factory;
+
+pub use factory::Factory;
 pub use inventory::{parse_inventory, HostEntry, InventoryError};
 
 use async_trait::async_trait;
