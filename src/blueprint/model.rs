@@ -362,6 +362,13 @@ pub enum ClusterKind {
     None,
 }
 
+impl Blueprint {
+    /// Whether the nodes form a cluster (any kind but `none`).
+    pub fn has_cluster(&self) -> bool {
+        self.cluster != ClusterKind::None
+    }
+}
+
 impl ClusterKind {
     pub fn as_str(self) -> &'static str {
         match self {

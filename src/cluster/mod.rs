@@ -102,6 +102,18 @@ pub trait Orchestrator: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The words and advice for a cluster whose managers lost their majority.
     fn quorum(&self) -> Quorum;
+    /// Whether a node's probe shows it still has to join (`plan` lists it). Kinds whose
+    /// membership a probe cannot see answer false.
+    fn needs_join(&self, probe: &crate::docker::Probe) -> bool {
+        let _ = probe;
+        false
+    }
+    /// Whether a reachable manager can answer for the cluster (asked for members, used to
+    /// remove others); the orchestrator tries those in turn.
+    fn can_answer(&self, probe: &crate::docker::Probe) -> bool {
+        let _ = probe;
+        true
+    }
     /// Forms the cluster or brings it to the wanted membership; fresh join tokens every call.
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError>;
     /// Members as the cluster reports them, asked through any working manager.

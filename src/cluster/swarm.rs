@@ -377,6 +377,15 @@ impl Orchestrator for Swarm {
         }
     }
 
+    fn needs_join(&self, probe: &crate::docker::Probe) -> bool {
+        probe.swarm.state != "active"
+    }
+
+    /// Only a manager whose engine says ControlAvailable can answer for the swarm.
+    fn can_answer(&self, probe: &crate::docker::Probe) -> bool {
+        probe.swarm.control
+    }
+
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {
         let mut report = ConvergeReport::default();
         // 1. Which swarm, if any, do the nodes already belong to?

@@ -168,24 +168,26 @@ pub async fn probe_all(
     .collect()
 }
 
-/// Managers that can answer for the cluster: for Swarm those whose probe says ControlAvailable,
-/// for the others every reachable manager (the orchestrator tries them in turn).
+/// Reachable managers that can answer for the cluster, as its orchestrator judges their probes
+/// (none without a cluster).
 pub fn live_managers(
     state: &State,
     bp: &Blueprint,
+    orchestrator: Option<&dyn crate::cluster::Orchestrator>,
     probes: &std::collections::BTreeMap<String, Result<Probe, String>>,
 ) -> Vec<crate::cluster::ClusterNode> {
+    let Some(orch) = orchestrator else {
+        return Vec::new();
+    };
     let user = default_user(bp);
     state
         .nodes
         .values()
         .filter(|r| r.role == flotilla_provider_core::Role::Manager)
         .filter(|r| {
-            probes.get(&r.name).is_some_and(|p| {
-                p.as_ref().is_ok_and(|p| {
-                    bp.cluster != crate::blueprint::ClusterKind::Swarm || p.swarm.control
-                })
-            })
+            probes
+                .get(&r.name)
+                .is_some_and(|p| p.as_ref().is_ok_and(|p| orch.can_answer(p)))
         })
         .filter_map(|r| {
             let target = target_of(r, &user, bp.ssh.port)?;

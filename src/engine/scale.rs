@@ -3,7 +3,7 @@
 
 use super::effective_blueprint;
 use super::up::{up, UpOptions, UpReport};
-use crate::blueprint::{problem::suggest_public as suggest, ClusterKind};
+use crate::blueprint::problem::suggest_public as suggest;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::state::Home;
@@ -61,7 +61,7 @@ pub async fn scale(
         g.count = *n;
         overrides.insert(group.clone(), *n);
     }
-    if bp.cluster != ClusterKind::None {
+    if bp.has_cluster() {
         let managers: u32 = bp
             .groups
             .iter()

@@ -2,7 +2,6 @@
 //! own view of every node, side by side.
 
 use super::{build_provider, recorded_blueprint};
-use crate::blueprint::ClusterKind;
 use crate::cluster::Member;
 use crate::error::Result;
 use crate::state::{Home, State};
@@ -119,8 +118,9 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
             Some(scratch.path()),
         )?;
         probes = super::nodes::probe_all(&pool, &targets, Duration::from_secs(3)).await;
-        let managers = super::nodes::live_managers(&state, &bp, &probes);
-        members = match crate::cluster::for_blueprint(&bp, pool.clone()) {
+        let orchestrator = crate::cluster::for_blueprint(&bp, pool.clone());
+        let managers = super::nodes::live_managers(&state, &bp, orchestrator.as_deref(), &probes);
+        members = match orchestrator {
             Some(orch) if !managers.is_empty() => orch.members(&managers).await.ok(),
             _ => None,
         };
@@ -146,8 +146,8 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
             None if !probe => ("not probed".into(), "not probed".into()),
             None => ("no address".into(), "unknown".into()),
         };
-        let cluster = match (&bp.cluster, &members, &r.cluster_id) {
-            (ClusterKind::None, _, _) => "n/a".to_string(),
+        let cluster = match (bp.has_cluster(), &members, &r.cluster_id) {
+            (false, _, _) => "n/a".to_string(),
             _ if !probe => "not probed".to_string(),
             (_, None, _) => "unknown (no manager answers)".to_string(),
             (_, Some(ms), Some(id)) => match ms.iter().find(|m| &m.id == id) {

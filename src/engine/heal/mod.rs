@@ -147,8 +147,8 @@ async fn observe(bp: &Blueprint, state: &State, dir: &Path) -> Result<Observed> 
     let (pool, targets) =
         super::nodes::pool_for_recorded(bp, state, dir, window, Some(scratch.path()))?;
     let probes = super::nodes::probe_all(&pool, &targets, window).await;
-    let live_managers = super::nodes::live_managers(state, bp, &probes);
     let orchestrator = crate::cluster::for_blueprint(bp, pool.clone());
+    let live_managers = super::nodes::live_managers(state, bp, orchestrator.as_deref(), &probes);
     let members = match &orchestrator {
         Some(orch) if !live_managers.is_empty() => orch.members(&live_managers).await.ok(),
         _ => None,

@@ -2,7 +2,6 @@
 //! orchestrator to form or extend the cluster; member ids and the cluster's id are recorded.
 //! A plan lists the nodes that are not members yet.
 
-use crate::blueprint::ClusterKind;
 use crate::cluster::{ClusterNode, ConvergeReport};
 use crate::engine::fault_point;
 use crate::engine::up::context::Ctx;
@@ -15,10 +14,13 @@ pub async fn run(cx: &mut Ctx<'_>) -> Result<()> {
     cx.cluster_nodes = cluster_view(cx);
     cx.orchestrator = crate::cluster::for_blueprint(cx.bp, cx.pool.clone());
     if cx.mode.is_plan() {
-        if cx.bp.cluster == ClusterKind::Swarm {
+        if let Some(orch) = &cx.orchestrator {
             for (name, (_, p)) in &cx.probed {
-                if p.swarm.state != "active" {
-                    cx.report.configure.push(format!("{name}: join the swarm"));
+                if orch.needs_join(p) {
+                    let kind = orch.kind();
+                    cx.report
+                        .configure
+                        .push(format!("{name}: join the {kind} cluster"));
                 }
             }
         }
