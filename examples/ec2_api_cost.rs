@@ -64,7 +64,9 @@ async fn main() {
         assert!(matches!(cfg.ami, AmiSpec::Id(_)));
         let p = Ec2Provider::new(
             cfg,
-            flotilla::cluster::ports(flotilla::blueprint::ClusterKind::Swarm),
+            flotilla::kinds::cluster("swarm")
+                .map(flotilla::cluster::ports)
+                .unwrap_or_default(),
             KEY.into(),
         )
         .await

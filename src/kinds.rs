@@ -1,6 +1,7 @@
 //! The registry: the one place that names the provider crates and the orchestrators. Adding a
 //! kind is one line here; nothing else in the engine or the blueprint loader names a kind.
 
+use crate::cluster::{ClusterKind, OrchestratorKind};
 use flotilla_provider_core::ProviderFactory;
 
 /// Every provider kind this build can drive, in the order messages list them.
@@ -37,6 +38,38 @@ pub fn existing_host_kinds() -> String {
     kinds.join(" or ")
 }
 
+/// Every cluster kind, in the order messages list them.
+pub fn clusters() -> [&'static dyn OrchestratorKind; 4] {
+    [
+        &crate::cluster::swarm::Kind,
+        &crate::cluster::kubernetes::Kind,
+        &crate::cluster::mesos::Kind,
+        &crate::cluster::kind::NoCluster,
+    ]
+}
+
+/// The cluster kind a blueprint names.
+pub fn cluster(kind: &str) -> Option<ClusterKind> {
+    clusters()
+        .into_iter()
+        .find(|k| k.kind() == kind)
+        .map(ClusterKind::of)
+}
+
+pub fn cluster_kinds() -> Vec<&'static str> {
+    clusters().iter().map(|k| k.kind()).collect()
+}
+
+/// The cluster kinds that answer yes to `what`, for messages ("swarm or kubernetes").
+pub fn clusters_that(what: fn(&dyn OrchestratorKind) -> bool) -> String {
+    let kinds: Vec<&str> = clusters()
+        .into_iter()
+        .filter(|k| what(*k))
+        .map(|k| k.kind())
+        .collect();
+    kinds.join(" or ")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -48,5 +81,12 @@ mod tests {
             assert_eq!(super::provider(k).map(|f| f.kind()), Some(k));
         }
         assert!(super::provider("vsphere").is_none());
+        let kinds = super::cluster_kinds();
+        let unique: std::collections::BTreeSet<_> = kinds.iter().collect();
+        assert_eq!(unique.len(), kinds.len());
+        for k in kinds {
+            assert_eq!(super::cluster(k).map(|c| c.as_str()), Some(k));
+        }
+        assert!(super::cluster("nomad").is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! `cluster:` of a blueprint: its kind, version and options, and the manager counts it needs.
+//! `cluster:` of a blueprint: its kind, version and options, and the manager counts it needs —
+//! each asked of the kind itself (`crate::cluster::OrchestratorKind`).
 
 use super::load::Ctx;
 use super::model::*;
@@ -7,114 +8,49 @@ use flotilla_provider_core::Role;
 
 /// `cluster.kind`, its version (defaults applied) and the options that belong to it.
 pub(super) fn check_cluster(ctx: &mut Ctx, raw: RawCluster) -> Option<ClusterConfig> {
-    let kind = match raw.kind.as_deref() {
-        None => {
-            let loc = ctx.index.value("cluster");
-            ctx.push(
-                loc,
-                "cluster.kind",
-                format!("missing; {}", expected_one_of("", CLUSTER_KINDS)),
-            );
-            return None;
-        }
-        Some("swarm") => ClusterKind::Swarm,
-        Some("kubernetes") => ClusterKind::Kubernetes,
-        Some("mesos") => ClusterKind::Mesos,
-        Some("none") => ClusterKind::None,
-        Some(k) => {
-            ctx.at(
-                "cluster.kind",
-                format!(
-                    "unknown cluster kind `{k}`; {}",
-                    expected_one_of(k, CLUSTER_KINDS)
-                ),
-            );
-            return None;
-        }
+    let kinds = crate::kinds::cluster_kinds();
+    let Some(written) = raw.kind.as_deref() else {
+        let loc = ctx.index.value("cluster");
+        ctx.push(
+            loc,
+            "cluster.kind",
+            format!("missing; {}", expected_one_of("", &kinds)),
+        );
+        return None;
     };
-    let mut ok = true;
-    let version = match kind {
-        ClusterKind::Kubernetes => {
-            let v = raw
-                .version
-                .clone()
-                .unwrap_or_else(|| KUBERNETES_DEFAULT_VERSION.to_string());
-            match crate::cluster::kubernetes::parse_version(&v) {
-                Some((minor, _)) if minor >= KUBERNETES_MIN_MINOR => {}
-                Some(_) => {
-                    ok = false;
-                    ctx.at("cluster.version", format!(
-                        "Kubernetes {v} is too old: 1.{KUBERNETES_MIN_MINOR} or newer (older releases need dockershim, which is gone, and their package repositories are frozen)"
-                    ));
-                }
-                None => {
-                    ok = false;
-                    ctx.at(
-                        "cluster.version",
-                        format!("`{v}` is not a Kubernetes version; write `1.31` or `1.31.2`"),
-                    );
-                }
-            }
-            Some(v)
-        }
-        ClusterKind::Mesos => {
-            let v = raw
-                .version
-                .clone()
-                .unwrap_or_else(|| MESOS_DEFAULT_VERSION.to_string());
-            if !v
-                .split('.')
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-            {
-                ok = false;
-                ctx.at(
-                    "cluster.version",
-                    format!("`{v}` is not a Mesos version; write e.g. `1.7.1`"),
-                );
-            }
-            Some(v)
-        }
-        ClusterKind::Swarm | ClusterKind::None => {
-            if raw.version.is_some() {
-                ctx.at("cluster.version", "only used with `kind: kubernetes` or `kind: mesos` (Swarm comes with the installed Docker)");
-                ok = false;
-            }
-            None
-        }
+    let Some(kind) = crate::kinds::cluster(written) else {
+        let msg = format!(
+            "unknown cluster kind `{written}`; {}",
+            expected_one_of(written, &kinds)
+        );
+        ctx.at("cluster.kind", msg);
+        return None;
     };
-    if kind == ClusterKind::Kubernetes {
-        if let Some(cni) = raw.kubernetes.cni.as_deref() {
-            if !crate::cluster::kubernetes::CNI_CHOICES.contains(&cni)
-                && !cni.starts_with("https://")
-            {
-                ok = false;
-                ctx.at(
-                    "cluster.kubernetes.cni",
-                    format!(
-                        "`{cni}`: {} or the https:// URL of a manifest",
-                        expected_one_of(cni, crate::cluster::kubernetes::CNI_CHOICES)
-                    ),
-                );
-            }
-        }
-    }
-    ok.then_some(ClusterConfig {
+    let version = kind.spec().version(raw.version.as_deref());
+    let cfg = ClusterConfig {
         kind,
-        version,
+        version: version.clone().unwrap_or_default(),
         swarm: raw.swarm,
         kubernetes: raw.kubernetes,
         mesos: raw.mesos,
-    })
+    };
+    let mut ok = true;
+    if let Err(msg) = version {
+        ctx.at("cluster.version", msg);
+        ok = false;
+    }
+    for (field, msg) in kind.spec().check_options(&cfg) {
+        ctx.at(field, msg);
+        ok = false;
+    }
+    ok.then_some(cfg)
 }
 
-/// Manager (control-plane, master) counts: at least one, odd so the quorum of raft / etcd /
-/// ZooKeeper survives a failure, and Kubernetes HA needs an endpoint in front of them.
+/// Manager (control-plane, master) counts: at least one, odd so the kind's quorum survives a
+/// failure; then the kind's own checks of its options and counts.
 pub(super) fn check_managers(ctx: &mut Ctx, groups: &[Group], cfg: &ClusterConfig) {
-    let (what, quorum) = match cfg.kind {
-        ClusterKind::Swarm => ("swarm managers", "the raft quorum"),
-        ClusterKind::Kubernetes => ("control-plane nodes", "the etcd quorum"),
-        ClusterKind::Mesos => ("Mesos masters", "the ZooKeeper and replicated-log quorum"),
-        ClusterKind::None => return,
+    let Some(words) = cfg.kind.spec().managers() else {
+        return;
     };
     let managers: u32 = groups
         .iter()
@@ -122,27 +58,23 @@ pub(super) fn check_managers(ctx: &mut Ctx, groups: &[Group], cfg: &ClusterConfi
         .map(|g| g.count)
         .sum();
     let loc = ctx.index.value("groups");
+    let what = words.managers_are;
     if managers == 0 {
-        ctx.push(
-            loc,
-            "groups",
-            format!("a {} cluster needs at least one manager node (its {what}): a group with `role: manager` and count >= 1", cfg.kind.as_str()),
+        let msg = format!(
+            "a {} cluster needs at least one manager node (its {what}): a group with `role: manager` and count >= 1",
+            cfg.kind.as_str()
         );
+        ctx.push(loc, "groups", msg);
     } else if managers.is_multiple_of(2) {
-        ctx.push(
-            loc,
-            "groups",
-            format!("{managers} {what}: use an odd number so {quorum} survives a failure"),
+        let msg = format!(
+            "{managers} {what}: use an odd number so {} survives a failure",
+            words.quorum
         );
-    } else if managers > 1
-        && cfg.kind == ClusterKind::Kubernetes
-        && cfg.kubernetes.control_plane_endpoint.is_none()
-    {
-        let loc = ctx.index.value("cluster");
-        ctx.push(
-            loc,
-            "cluster.kubernetes.control_plane_endpoint",
-            format!("{managers} control-plane nodes need `control_plane_endpoint` (a load balancer or DNS name in front of them, `host[:port]`): kubeadm cannot add control-plane nodes without it"),
-        );
+        ctx.push(loc, "groups", msg);
+    } else {
+        for (field, msg) in cfg.kind.spec().check_managers(cfg, managers) {
+            let loc = ctx.index.value(&field).or(ctx.index.value("cluster"));
+            ctx.push(loc, field, msg);
+        }
     }
 }

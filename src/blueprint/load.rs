@@ -439,7 +439,7 @@ fn check(
                 "cluster",
                 format!(
                     "missing required section; kind is {}",
-                    expected_one_of("", CLUSTER_KINDS)
+                    expected_one_of("", &crate::kinds::cluster_kinds())
                 ),
             );
             None

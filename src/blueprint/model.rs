@@ -26,8 +26,6 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "outputs",
 ];
 
-pub const CLUSTER_KINDS: &[&str] = &["swarm", "kubernetes", "mesos", "none"];
-
 /// A count written as a number, or as a string a template rendered (`"{{ inputs.workers }}"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -304,10 +302,6 @@ pub struct ClusterConfig {
     pub mesos: MesosOptions,
 }
 
-pub const KUBERNETES_DEFAULT_VERSION: &str = "1.31";
-pub const KUBERNETES_MIN_MINOR: u32 = 24;
-pub const MESOS_DEFAULT_VERSION: &str = "1.7.1";
-
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
@@ -353,30 +347,12 @@ pub struct Group {
     pub hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClusterKind {
-    Swarm,
-    Kubernetes,
-    Mesos,
-    None,
-}
+pub use crate::cluster::ClusterKind;
 
 impl Blueprint {
     /// Whether the nodes form a cluster (any kind but `none`).
     pub fn has_cluster(&self) -> bool {
-        self.cluster != ClusterKind::None
-    }
-}
-
-impl ClusterKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClusterKind::Swarm => "swarm",
-            ClusterKind::Kubernetes => "kubernetes",
-            ClusterKind::Mesos => "mesos",
-            ClusterKind::None => "none",
-        }
+        self.cluster.spec().managers().is_some()
     }
 }
 

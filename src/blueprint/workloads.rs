@@ -14,13 +14,13 @@ pub(super) fn check_services(
     services: BTreeMap<String, ServiceSpec>,
     cluster: Option<ClusterKind>,
 ) -> BTreeMap<String, ServiceSpec> {
-    if !services.is_empty() && matches!(cluster, Some(ClusterKind::Mesos | ClusterKind::None)) {
+    if !services.is_empty() && cluster.is_some_and(|c| !c.spec().takes_services()) {
         let loc = ctx.index.key("services");
-        ctx.push(
-            loc,
-            "services",
-            "Swarm stacks and Kubernetes manifests need cluster kind swarm or kubernetes; use `containers:` here",
+        let msg = format!(
+            "stacks and manifests need a cluster kind with a scheduler for them ({}); use `containers:` here",
+            crate::kinds::clusters_that(|k| k.takes_services())
         );
+        ctx.push(loc, "services", msg);
     }
     for (name, s) in &services {
         let at = format!("services.{name}");
@@ -41,11 +41,14 @@ pub(super) fn check_services(
             );
         }
         if let Some(r) = &s.resolve_image {
-            if cluster != Some(ClusterKind::Swarm)
-                || !matches!(r.as_str(), "always" | "changed" | "never")
-            {
+            let applies = cluster.is_some_and(|c| c.spec().resolves_images());
+            if !applies || !matches!(r.as_str(), "always" | "changed" | "never") {
                 let field = format!("{at}.resolve_image");
-                ctx.at(field, "Swarm only; one of always, changed, never");
+                let kinds = crate::kinds::clusters_that(|k| k.resolves_images());
+                ctx.at(
+                    field,
+                    format!("only for cluster kind {kinds}; one of always, changed, never"),
+                );
             }
         }
     }

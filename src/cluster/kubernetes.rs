@@ -489,18 +489,113 @@ pub fn rewrite_server(kubeconfig: &str, server: &str) -> String {
     out
 }
 
-/// Kubernetes' ports between members: the API server, etcd, the kubelet and control-plane
-/// components, NodePorts, and flannel's VXLAN / calico's BGP (the two CNIs flotilla knows).
-pub fn ports() -> Vec<flotilla_provider_core::PortRule> {
-    let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
-    vec![
-        r("tcp", 6443, 6443),
-        r("tcp", 2379, 2380),
-        r("tcp", 10250, 10259),
-        r("tcp", 30000, 32767),
-        r("udp", 8472, 8472),
-        r("tcp", 179, 179),
-    ]
+/// The `kubernetes` kind (registered in `crate::kinds`).
+pub struct Kind;
+
+/// The release a blueprint gets without `cluster.version`.
+pub const DEFAULT_VERSION: &str = "1.31";
+/// The oldest minor release flotilla installs (older ones need dockershim, which is gone).
+pub const MIN_MINOR: u32 = 24;
+
+impl super::kind::OrchestratorKind for Kind {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn version(&self, written: Option<&str>) -> Result<Option<String>, String> {
+        let v = written.unwrap_or(DEFAULT_VERSION);
+        match parse_version(v) {
+            Some((minor, _)) if minor >= MIN_MINOR => Ok(Some(v.to_string())),
+            Some(_) => Err(format!(
+                "Kubernetes {v} is too old: 1.{MIN_MINOR} or newer (older releases need dockershim, which is gone, and their package repositories are frozen)"
+            )),
+            None => Err(format!("`{v}` is not a Kubernetes version; write `1.31` or `1.31.2`")),
+        }
+    }
+
+    fn check_options(&self, cfg: &crate::blueprint::ClusterConfig) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Some(cni) = cfg.kubernetes.cni.as_deref() {
+            if !CNI_CHOICES.contains(&cni) && !cni.starts_with("https://") {
+                problems.push((
+                    "cluster.kubernetes.cni".to_string(),
+                    format!(
+                        "`{cni}`: {} or the https:// URL of a manifest",
+                        crate::blueprint::problem::expected_one_of(cni, CNI_CHOICES)
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+
+    fn check_managers(
+        &self,
+        cfg: &crate::blueprint::ClusterConfig,
+        managers: u32,
+    ) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if managers > 1 && cfg.kubernetes.control_plane_endpoint.is_none() {
+            problems.push((
+                "cluster.kubernetes.control_plane_endpoint".to_string(),
+                format!("{managers} control-plane nodes need `control_plane_endpoint` (a load balancer or DNS name in front of them, `host[:port]`): kubeadm cannot add control-plane nodes without it"),
+            ));
+        }
+        problems
+    }
+
+    fn managers(&self) -> Option<super::kind::ManagerWords> {
+        Some(super::kind::ManagerWords {
+            managers_are: "control-plane nodes",
+            quorum: "the etcd quorum",
+        })
+    }
+
+    /// The API server, etcd, the kubelet and control-plane components, NodePorts, and
+    /// flannel's VXLAN / calico's BGP (the two CNIs flotilla knows by name).
+    fn ports(&self) -> Vec<flotilla_provider_core::PortRule> {
+        let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
+        vec![
+            r("tcp", 6443, 6443),
+            r("tcp", 2379, 2380),
+            r("tcp", 10250, 10259),
+            r("tcp", 30000, 32767),
+            r("udp", 8472, 8472),
+            r("tcp", 179, 179),
+        ]
+    }
+
+    fn takes_services(&self) -> bool {
+        true
+    }
+
+    fn container_detail(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        if let Some(pod) = labels.get("io.kubernetes.pod.name") {
+            let ns = labels
+                .get("io.kubernetes.pod.namespace")
+                .map(String::as_str)
+                .unwrap_or("default");
+            return Some(format!("pod {ns}/{pod}"));
+        }
+        name.starts_with("k8s_").then(String::new)
+    }
+
+    fn after_stop(&self) -> &'static str {
+        " (the kubelet will restart it)"
+    }
+
+    fn build(
+        &self,
+        bp: &crate::blueprint::Blueprint,
+        pool: Arc<SshPool>,
+    ) -> Option<Box<dyn Orchestrator>> {
+        let version = bp.cluster_version.as_deref().unwrap_or(DEFAULT_VERSION);
+        Some(Box::new(Kubernetes::new(
+            pool,
+            version,
+            bp.kubernetes.clone(),
+        )))
+    }
 }
 
 #[async_trait]

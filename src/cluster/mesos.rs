@@ -330,18 +330,72 @@ impl Mesos {
     }
 }
 
-/// Mesos' ports between members: masters and agents, ZooKeeper (clients, followers,
-/// elections), Marathon, and the port range agents offer to tasks.
-pub fn ports() -> Vec<flotilla_provider_core::PortRule> {
-    let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
-    vec![
-        r("tcp", 5050, 5051),
-        r("tcp", 2181, 2181),
-        r("tcp", 2888, 2888),
-        r("tcp", 3888, 3888),
-        r("tcp", 8080, 8080),
-        r("tcp", 31000, 32000),
-    ]
+/// The `mesos` kind (registered in `crate::kinds`).
+pub struct Kind;
+
+/// The release a blueprint gets without `cluster.version`.
+pub const DEFAULT_VERSION: &str = "1.7.1";
+
+impl super::kind::OrchestratorKind for Kind {
+    fn kind(&self) -> &'static str {
+        "mesos"
+    }
+
+    fn version(&self, written: Option<&str>) -> Result<Option<String>, String> {
+        let v = written.unwrap_or(DEFAULT_VERSION);
+        let numeric = v
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if numeric {
+            Ok(Some(v.to_string()))
+        } else {
+            Err(format!("`{v}` is not a Mesos version; write e.g. `1.7.1`"))
+        }
+    }
+
+    fn managers(&self) -> Option<super::kind::ManagerWords> {
+        Some(super::kind::ManagerWords {
+            managers_are: "Mesos masters",
+            quorum: "the ZooKeeper and replicated-log quorum",
+        })
+    }
+
+    /// Masters and agents, ZooKeeper (clients, followers, elections), Marathon, and the port
+    /// range agents offer to tasks.
+    fn ports(&self) -> Vec<flotilla_provider_core::PortRule> {
+        let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
+        vec![
+            r("tcp", 5050, 5051),
+            r("tcp", 2181, 2181),
+            r("tcp", 2888, 2888),
+            r("tcp", 3888, 3888),
+            r("tcp", 8080, 8080),
+            r("tcp", 31000, 32000),
+        ]
+    }
+
+    fn container_detail(&self, name: &str, _labels: &BTreeMap<String, String>) -> Option<String> {
+        name.starts_with("mesos-")
+            .then(|| "task container".to_string())
+    }
+
+    fn after_stop(&self) -> &'static str {
+        " (Mesos will see its task fail)"
+    }
+
+    fn build(
+        &self,
+        bp: &crate::blueprint::Blueprint,
+        pool: Arc<SshPool>,
+    ) -> Option<Box<dyn Orchestrator>> {
+        let version = bp.cluster_version.as_deref().unwrap_or(DEFAULT_VERSION);
+        Some(Box::new(Mesos::new(
+            pool,
+            &bp.name,
+            version,
+            bp.mesos.clone(),
+        )))
+    }
 }
 
 #[async_trait]

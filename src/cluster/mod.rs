@@ -2,9 +2,12 @@
 //! and Mesos behind one interface, so up/scale/heal/status do not care which.
 
 pub mod answers;
+pub mod kind;
 pub mod kubernetes;
 pub mod mesos;
 pub mod swarm;
+
+pub use kind::{ClusterKind, OrchestratorKind};
 
 use crate::docker::SwarmLocal;
 use crate::ssh::{SshError, Target};
@@ -231,14 +234,8 @@ where
 }
 
 /// The ports a cluster of this kind needs open between its members (none without a cluster).
-pub fn ports(kind: crate::blueprint::ClusterKind) -> Vec<flotilla_provider_core::PortRule> {
-    use crate::blueprint::ClusterKind;
-    match kind {
-        ClusterKind::Swarm => swarm::ports(),
-        ClusterKind::Kubernetes => kubernetes::ports(),
-        ClusterKind::Mesos => mesos::ports(),
-        ClusterKind::None => vec![],
-    }
+pub fn ports(kind: ClusterKind) -> Vec<flotilla_provider_core::PortRule> {
+    kind.spec().ports()
 }
 
 /// The blueprint's orchestrator, or None for `cluster.kind: none`.
@@ -246,47 +243,26 @@ pub fn for_blueprint(
     bp: &crate::blueprint::Blueprint,
     pool: std::sync::Arc<crate::ssh::SshPool>,
 ) -> Option<Box<dyn Orchestrator>> {
-    use crate::blueprint::ClusterKind;
-    match bp.cluster {
-        ClusterKind::Swarm => Some(Box::new(swarm::Swarm::new(pool, bp.swarm.clone()))),
-        ClusterKind::Kubernetes => Some(Box::new(kubernetes::Kubernetes::new(
-            pool,
-            bp.cluster_version
-                .as_deref()
-                .unwrap_or(crate::blueprint::KUBERNETES_DEFAULT_VERSION),
-            bp.kubernetes.clone(),
-        ))),
-        ClusterKind::Mesos => Some(Box::new(mesos::Mesos::new(
-            pool,
-            &bp.name,
-            bp.cluster_version
-                .as_deref()
-                .unwrap_or(crate::blueprint::MESOS_DEFAULT_VERSION),
-            bp.mesos.clone(),
-        ))),
-        ClusterKind::None => None,
-    }
+    bp.cluster.spec().build(bp, pool)
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::blueprint::ClusterKind;
     use flotilla_provider_core::PortRule;
 
     #[test]
     fn each_cluster_kind_opens_its_own_ports_and_none_opens_nothing() {
+        let kind = |k: &str| crate::kinds::cluster(k).unwrap_or_else(|| panic!("{k} registered"));
         let vxlan = PortRule {
             proto: "udp",
             from: 4789,
             to: 4789,
         };
-        assert!(super::ports(ClusterKind::Swarm).contains(&vxlan));
-        assert!(super::ports(ClusterKind::Kubernetes)
+        assert!(super::ports(kind("swarm")).contains(&vxlan));
+        assert!(super::ports(kind("kubernetes"))
             .iter()
             .any(|p| p.from == 6443));
-        assert!(super::ports(ClusterKind::Mesos)
-            .iter()
-            .any(|p| p.from == 5050));
-        assert_eq!(super::ports(ClusterKind::None), vec![]);
+        assert!(super::ports(kind("mesos")).iter().any(|p| p.from == 5050));
+        assert_eq!(super::ports(kind("none")), vec![]);
     }
 }

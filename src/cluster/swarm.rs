@@ -352,15 +352,66 @@ impl Swarm {
     }
 }
 
-/// Swarm's ports between members: 2377/tcp (managers), 7946/tcp+udp (gossip), 4789/udp (VXLAN).
-pub fn ports() -> Vec<flotilla_provider_core::PortRule> {
-    let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
-    vec![
-        r("tcp", 2377, 2377),
-        r("tcp", 7946, 7946),
-        r("udp", 7946, 7946),
-        r("udp", 4789, 4789),
-    ]
+/// The `swarm` kind (registered in `crate::kinds`).
+pub struct Kind;
+
+impl super::kind::OrchestratorKind for Kind {
+    fn kind(&self) -> &'static str {
+        "swarm"
+    }
+
+    fn version(&self, written: Option<&str>) -> Result<Option<String>, String> {
+        match written {
+            Some(_) => Err("only used with kinds that install their own release; Swarm comes with the installed Docker (`docker.version`)".into()),
+            None => Ok(None),
+        }
+    }
+
+    fn managers(&self) -> Option<super::kind::ManagerWords> {
+        Some(super::kind::ManagerWords {
+            managers_are: "swarm managers",
+            quorum: "the raft quorum",
+        })
+    }
+
+    /// 2377/tcp (managers), 7946/tcp+udp (gossip), 4789/udp (VXLAN).
+    fn ports(&self) -> Vec<flotilla_provider_core::PortRule> {
+        let r = |proto, from, to| flotilla_provider_core::PortRule { proto, from, to };
+        vec![
+            r("tcp", 2377, 2377),
+            r("tcp", 7946, 7946),
+            r("udp", 7946, 7946),
+            r("udp", 4789, 4789),
+        ]
+    }
+
+    fn takes_services(&self) -> bool {
+        true
+    }
+
+    fn resolves_images(&self) -> bool {
+        true
+    }
+
+    fn container_detail(&self, _name: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        let svc = labels.get("com.docker.swarm.service.name")?;
+        Some(match labels.get("com.docker.stack.namespace") {
+            Some(stack) => format!("service {svc} (stack {stack})"),
+            None => format!("service {svc}"),
+        })
+    }
+
+    fn after_stop(&self) -> &'static str {
+        " (the swarm will start a new task for it)"
+    }
+
+    fn build(
+        &self,
+        bp: &crate::blueprint::Blueprint,
+        pool: Arc<SshPool>,
+    ) -> Option<Box<dyn Orchestrator>> {
+        Some(Box::new(Swarm::new(pool, bp.swarm.clone())))
+    }
 }
 
 #[async_trait]

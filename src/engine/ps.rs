@@ -71,25 +71,10 @@ pub fn owner_of(name: &str, labels: &BTreeMap<String, String>) -> (String, Strin
             .unwrap_or_else(|| name.to_string());
         return ("flotilla".into(), what);
     }
-    if let Some(svc) = labels.get("com.docker.swarm.service.name") {
-        let detail = match labels.get("com.docker.stack.namespace") {
-            Some(stack) => format!("service {svc} (stack {stack})"),
-            None => format!("service {svc}"),
-        };
-        return ("swarm".into(), detail);
-    }
-    if let Some(pod) = labels.get("io.kubernetes.pod.name") {
-        let ns = labels
-            .get("io.kubernetes.pod.namespace")
-            .map(String::as_str)
-            .unwrap_or("default");
-        return ("kubernetes".into(), format!("pod {ns}/{pod}"));
-    }
-    if name.starts_with("k8s_") {
-        return ("kubernetes".into(), String::new());
-    }
-    if name.starts_with("mesos-") {
-        return ("mesos".into(), "task container".into());
+    for kind in crate::kinds::clusters() {
+        if let Some(detail) = kind.container_detail(name, labels) {
+            return (kind.kind().into(), detail);
+        }
     }
     ("unmanaged".into(), String::new())
 }
@@ -243,12 +228,9 @@ async fn signal_opened(
             ))
         })?;
     if row.owner != "flotilla" && !force {
-        let hint = match row.owner.as_str() {
-            "swarm" => " (the swarm will start a new task for it)",
-            "kubernetes" => " (the kubelet will restart it)",
-            "mesos" => " (Mesos will see its task fail)",
-            _ => "",
-        };
+        let hint = crate::kinds::cluster(&row.owner)
+            .map(|k| k.spec().after_stop())
+            .unwrap_or_default();
         return Err(Error::Usage(format!(
             "`{}` on {node} was not created by flotilla (owner: {}{}){hint}; pass --yes to {} it anyway",
             row.name,

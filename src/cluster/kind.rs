@@ -1,0 +1,128 @@
+//! What a cluster kind answers before any node exists: its version and options, what its
+//! managers are called and what quorum they keep, the ports its members need, whether it has a
+//! scheduler for `services:`, and how its orchestrator is built. One implementation per module
+//! (swarm, kubernetes, mesos, none), listed in `crate::kinds`; the blueprint loader and the
+//! engine ask these and never name a kind.
+
+use super::Orchestrator;
+use crate::blueprint::{Blueprint, ClusterConfig};
+use crate::ssh::SshPool;
+use flotilla_provider_core::PortRule;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// How a kind's managers keep their quorum, for the blueprint's manager-count checks.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagerWords {
+    /// What the kind calls its managers ("swarm managers").
+    pub managers_are: &'static str,
+    /// The quorum an even count puts at risk ("the raft quorum").
+    pub quorum: &'static str,
+}
+
+pub trait OrchestratorKind: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// The version to record (defaults applied; `None` for kinds without one), or what is
+    /// wrong with `cluster.version`.
+    fn version(&self, written: Option<&str>) -> Result<Option<String>, String>;
+    /// Checks of the kind's own options (`cluster.<kind>`): (field, message) pairs.
+    fn check_options(&self, cfg: &ClusterConfig) -> Vec<(String, String)> {
+        let _ = cfg;
+        Vec::new()
+    }
+    /// What else an odd, non-zero manager count needs: (field, message) pairs.
+    fn check_managers(&self, cfg: &ClusterConfig, managers: u32) -> Vec<(String, String)> {
+        let _ = (cfg, managers);
+        Vec::new()
+    }
+    /// `None`: no cluster, no managers needed.
+    fn managers(&self) -> Option<ManagerWords>;
+    /// The ports its members reach each other on.
+    fn ports(&self) -> Vec<PortRule>;
+    /// Whether `services:` entries can go to its scheduler.
+    fn takes_services(&self) -> bool {
+        false
+    }
+    /// Whether `services.*.resolve_image` applies to it.
+    fn resolves_images(&self) -> bool {
+        false
+    }
+    /// Whether its scheduler made this container (by the labels and names it gives its
+    /// containers): what `flotilla ps` shows as the detail (a service, a pod).
+    fn container_detail(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        let _ = (name, labels);
+        None
+    }
+    /// What happens when one of its containers is stopped by hand (`flotilla ps --stop`).
+    fn after_stop(&self) -> &'static str {
+        ""
+    }
+    /// Its orchestrator for this blueprint (`None` for no cluster).
+    fn build(&self, bp: &Blueprint, pool: Arc<SshPool>) -> Option<Box<dyn Orchestrator>>;
+}
+
+/// A blueprint's cluster kind: a handle on its registry entry (compared by name).
+#[derive(Clone, Copy)]
+pub struct ClusterKind(&'static dyn OrchestratorKind);
+
+impl ClusterKind {
+    pub fn of(kind: &'static dyn OrchestratorKind) -> Self {
+        Self(kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0.kind()
+    }
+
+    pub fn spec(self) -> &'static dyn OrchestratorKind {
+        self.0
+    }
+}
+
+impl PartialEq for ClusterKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ClusterKind {}
+
+impl std::fmt::Debug for ClusterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ClusterKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// `cluster.kind: none`: nodes with Docker and no cluster.
+pub struct NoCluster;
+
+impl OrchestratorKind for NoCluster {
+    fn kind(&self) -> &'static str {
+        "none"
+    }
+
+    fn version(&self, written: Option<&str>) -> Result<Option<String>, String> {
+        match written {
+            Some(_) => Err("there is no cluster to version with `kind: none`".into()),
+            None => Ok(None),
+        }
+    }
+
+    fn managers(&self) -> Option<ManagerWords> {
+        None
+    }
+
+    fn ports(&self) -> Vec<PortRule> {
+        Vec::new()
+    }
+
+    fn build(&self, _bp: &Blueprint, _pool: Arc<SshPool>) -> Option<Box<dyn Orchestrator>> {
+        None
+    }
+}
