@@ -725,7 +725,8 @@ impl Orchestrator for Kubernetes {
                 report.member_ids.insert(n.name.clone(), n.name.clone());
             }
         }
-        report.kubeconfig = Some(self.kubeconfig(bootstrap).await?);
+        let admin = self.kubeconfig(bootstrap).await?;
+        report.secret_files.insert("kubeconfig".into(), admin);
         Ok(report)
     }
 

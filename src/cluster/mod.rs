@@ -77,11 +77,17 @@ pub struct ConvergeReport {
     pub cluster_id: Option<String>,
     /// Node name -> cluster member id.
     pub member_ids: BTreeMap<String, String>,
-    pub routing_mesh: Option<bool>,
-    /// Admin kubeconfig (Kubernetes), server rewritten to a reachable address. A secret: never
-    /// printed, written 0600 by the engine.
+    /// What the orchestrator found out about the cluster that operators should see (recorded
+    /// with the state, shown by `status`), e.g. Swarm's `routing_mesh`.
+    #[serde(flatten)]
+    pub facts: BTreeMap<String, serde_json::Value>,
+    /// Things to tell the operator about this cluster (the report's notes).
     #[serde(skip)]
-    pub kubeconfig: Option<String>,
+    pub notes: Vec<String>,
+    /// Files to keep in the deployment's folder (name → contents), e.g. Kubernetes' admin
+    /// kubeconfig. Secrets: never printed, written 0600 by the engine.
+    #[serde(skip)]
+    pub secret_files: BTreeMap<String, String>,
 }
 
 impl ConvergeReport {

@@ -483,7 +483,17 @@ impl Orchestrator for Swarm {
                 first.clone()
             }
         };
-        report.routing_mesh = self.detect_ipvs(&leader).await;
+        let routing_mesh = self.detect_ipvs(&leader).await;
+        report
+            .facts
+            .insert("routing_mesh".into(), serde_json::json!(routing_mesh));
+        if routing_mesh == Some(false) {
+            report.notes.push(
+                "this kernel has no IPVS: Swarm's routing mesh and VIP load balancing do not work here; \
+                 publish services with `--endpoint-mode dnsrr --publish mode=host,...`"
+                    .into(),
+            );
+        }
 
         let members = self.members_via(&leader).await?;
         let known: std::collections::BTreeSet<&str> =

@@ -74,7 +74,9 @@ pub struct StatusReport {
     pub outputs: BTreeMap<String, String>,
     /// Cluster members that no node of the deployment accounts for.
     pub stray_members: Vec<Member>,
-    pub routing_mesh: Option<bool>,
+    /// What the orchestrator reported about the cluster (`routing_mesh` for Swarm).
+    #[serde(flatten)]
+    pub cluster_facts: BTreeMap<String, serde_json::Value>,
     /// Why machine states are unknown (the provider API could not be asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_error: Option<String>,
@@ -192,7 +194,7 @@ pub async fn status(home: &Home, name: &str, probe: bool) -> Result<StatusReport
         nodes,
         outputs: state.outputs.clone(),
         stray_members,
-        routing_mesh: state.cluster.routing_mesh,
+        cluster_facts: state.cluster.facts.clone(),
         provider_error,
         expires_in_seconds: state
             .expires_at

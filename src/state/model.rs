@@ -98,8 +98,10 @@ pub struct ClusterRecord {
     /// Node whose `swarm init` created the cluster.
     pub bootstrap_node: Option<String>,
     pub cluster_id: Option<String>,
-    /// Whether the kernel has IPVS (Swarm's routing mesh / VIPs work).
-    pub routing_mesh: Option<bool>,
+    /// What the orchestrator reported about the cluster (e.g. Swarm's `routing_mesh`: whether
+    /// the kernel has IPVS), as it reported it.
+    #[serde(default, flatten)]
+    pub facts: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -310,6 +312,17 @@ pub fn migrate(mut doc: serde_json::Value) -> Result<serde_json::Value, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_facts_keep_the_recorded_shape() {
+        // States written before the facts map carried `routing_mesh` as a field of its own.
+        let old = r#"{"kind":"swarm","bootstrap_node":"m-1","cluster_id":"c","routing_mesh":false}"#;
+        let rec: ClusterRecord = serde_json::from_str(old).expect("reads");
+        assert_eq!(rec.facts.get("routing_mesh"), Some(&serde_json::json!(false)));
+        let again = serde_json::to_value(&rec).expect("writes");
+        assert_eq!(again["routing_mesh"], false, "{again}");
+        assert_eq!(again["kind"], "swarm");
+    }
 
     #[test]
     fn names_are_never_reused() {

@@ -86,8 +86,8 @@ async fn converge(cx: &mut Ctx<'_>) -> Result<()> {
     }
 }
 
-/// Member ids, the bootstrap node and the cluster id into the state; the kubeconfig into its
-/// 0600 file; what the operator should know into the report's notes.
+/// Member ids, the bootstrap node, the cluster id and its facts into the state; the driver's
+/// secret files (a kubeconfig) into 0600 files; what the operator should know into the notes.
 fn record(cx: &mut Ctx<'_>, mut r: ConvergeReport) -> Result<()> {
     for (name, id) in &r.member_ids {
         if let Some(rec) = cx.state.nodes.get_mut(name) {
@@ -101,24 +101,17 @@ fn record(cx: &mut Ctx<'_>, mut r: ConvergeReport) -> Result<()> {
     if r.cluster_id.is_some() {
         cx.state.cluster.cluster_id = r.cluster_id.clone();
     }
-    if let Some(k) = r.kubeconfig.take() {
-        let path = cx.home.deployment_dir(&cx.bp.name)?.join("kubeconfig");
-        crate::state::write_atomic(&path, k.as_bytes())
+    for (file, contents) in std::mem::take(&mut r.secret_files) {
+        let path = cx.home.deployment_dir(&cx.bp.name)?.join(&file);
+        crate::state::write_atomic(&path, contents.as_bytes())
             .map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))?;
-        cx.report.notes.push(format!(
-            "kubeconfig: {} (export KUBECONFIG=$(flotilla kubeconfig {}))",
-            path.display(),
-            cx.bp.name
-        ));
+        let how = format!("`flotilla {file} {}` prints its path", cx.bp.name);
+        cx.report
+            .notes
+            .push(format!("{file}: {} ({how})", path.display()));
     }
-    cx.state.cluster.routing_mesh = r.routing_mesh;
-    if r.routing_mesh == Some(false) {
-        cx.report.notes.push(
-            "this kernel has no IPVS: Swarm's routing mesh and VIP load balancing do not work here; \
-             publish services with `--endpoint-mode dnsrr --publish mode=host,...`"
-                .into(),
-        );
-    }
+    cx.state.cluster.facts = r.facts.clone();
+    cx.report.notes.append(&mut r.notes);
     cx.report.cluster = Some(r);
     Ok(())
 }
