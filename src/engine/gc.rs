@@ -286,16 +286,39 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    // Providers to search: every recorded deployment's, and the ones named on the command line.
-    let mut providers: BTreeMap<String, Blueprint> = BTreeMap::new();
+    let mut seen = gather(home, extra, opts, &mut report)?;
+    collect_expired(home, &mut seen.states, opts, &mut report).await;
+    for bp in seen.providers.values() {
+        collect_orphans(home, bp, &seen, opts, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// What gc looks at: the providers to search (every recorded deployment's, and the ones named
+/// on the command line, each place once), the readable states, and the deployments whose state
+/// exists but cannot be read (their resources are never orphans).
+struct Gathered {
+    providers: BTreeMap<String, Blueprint>,
+    states: BTreeMap<String, State>,
+    unreadable: std::collections::BTreeSet<String>,
+}
+
+fn gather(
+    home: &Home,
+    extra: &[Blueprint],
+    opts: &GcOptions,
+    report: &mut GcReport,
+) -> Result<Gathered> {
+    let mut seen = Gathered {
+        providers: BTreeMap::new(),
+        states: BTreeMap::new(),
+        unreadable: Default::default(),
+    };
     for bp in extra {
-        providers
+        seen.providers
             .entry(bp.provider.gc_scope())
             .or_insert_with(|| bp.clone());
     }
-    let mut states: BTreeMap<String, State> = BTreeMap::new();
-    // Deployments whose state exists but cannot be read: their resources are never orphans.
-    let mut unreadable: std::collections::BTreeSet<String> = Default::default();
     for name in home.list()? {
         if !opts.wants(&name) {
             continue;
@@ -303,12 +326,12 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
         match home.load_existing(&name) {
             Ok(s) => {
                 if let Ok(bp) = recorded_blueprint(&s) {
-                    providers.entry(bp.provider.gc_scope()).or_insert(bp);
+                    seen.providers.entry(bp.provider.gc_scope()).or_insert(bp);
                 }
-                states.insert(name, s);
+                seen.states.insert(name, s);
             }
             Err(e) => {
-                unreadable.insert(name.clone());
+                seen.unreadable.insert(name.clone());
                 report.failed.push(GcItem {
                     error: Some(e.to_string()),
                     ..item(
@@ -322,25 +345,25 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
             }
         }
     }
+    Ok(seen)
+}
 
-    // 1. Expired deployments: the same path as `down`.
+/// Expired deployments go the same path as `down`.
+async fn collect_expired(
+    home: &Home,
+    states: &mut BTreeMap<String, State>,
+    opts: &GcOptions,
+    report: &mut GcReport,
+) {
     for (name, s) in states.clone() {
         let Some(at) = s.expires_at.clone() else {
             continue;
         };
-        let Some(left) = crate::util::seconds_until(&at) else {
+        let Some(left) = crate::util::seconds_until(&at).filter(|l| *l <= 0) else {
             continue;
         };
-        if left > 0 {
-            continue;
-        }
-        let it = item(
-            "deployment",
-            &name,
-            &name,
-            &s.provider,
-            format!("expired at {at} ({} ago)", ago(left)),
-        );
+        let why = format!("expired at {at} ({} ago)", ago(left));
+        let it = item("deployment", &name, &name, &s.provider, why);
         if opts.dry_run {
             report.deleted.push(it);
             continue;
@@ -350,134 +373,149 @@ pub async fn gc(home: &Home, extra: &[Blueprint], opts: &GcOptions) -> Result<Gc
                 states.remove(&name);
                 report.deleted.push(it);
             }
-            Err(Error::Locked(LockError::Held { holder, .. })) => report.failed.push(GcItem {
-                error: Some(format!(
-                    "a run holds its lock ({}); the next gc tries again",
-                    holder
-                        .map(|h| h.to_string())
-                        .unwrap_or_else(|| "holder unknown".into())
-                )),
-                ..it
-            }),
+            Err(Error::Locked(LockError::Held { holder, .. })) => {
+                let holder = holder
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "holder unknown".into());
+                report.failed.push(GcItem {
+                    error: Some(format!(
+                        "a run holds its lock ({holder}); the next gc tries again"
+                    )),
+                    ..it
+                })
+            }
             Err(e) => report.failed.push(GcItem {
                 error: Some(e.to_string()),
                 ..it
             }),
         }
     }
+}
 
-    // 2. Orphans on every provider.
-    for bp in providers.values() {
-        let label = bp.provider.gc_label();
-        let unsearchable = |e: String| GcItem {
-            error: Some(e),
-            ..item("provider", &label, "", &label, "cannot be searched".into())
-        };
-        let provider: Arc<dyn Provider> = match build_provider(bp, "").await {
-            Ok(p) => p,
-            Err(e) => {
-                report.failed.push(unsearchable(e.to_string()));
-                continue;
-            }
-        };
-        let listed = match provider.managed_resources().await {
-            Ok(Some(l)) => l,
-            Ok(None) => continue,
-            Err(e) => {
-                report.failed.push(unsearchable(e.to_string()));
-                continue;
-            }
-        };
-        report.searched.push(label.clone());
-        let mut by_deployment: BTreeMap<String, Vec<ManagedResource>> = BTreeMap::new();
-        for r in listed.into_iter().filter(|r| opts.wants(&r.deployment)) {
-            by_deployment
-                .entry(r.deployment.clone())
-                .or_default()
-                .push(r);
+/// Orphans on one provider: what it lists with flotilla's labels, judged per deployment.
+async fn collect_orphans(
+    home: &Home,
+    bp: &Blueprint,
+    seen: &Gathered,
+    opts: &GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
+    let label = bp.provider.gc_label();
+    let unsearchable = |e: String| GcItem {
+        error: Some(e),
+        ..item("provider", &label, "", &label, "cannot be searched".into())
+    };
+    let provider: Arc<dyn Provider> = match build_provider(bp, "").await {
+        Ok(p) => p,
+        Err(e) => {
+            report.failed.push(unsearchable(e.to_string()));
+            return Ok(());
         }
-        for (dep, resources) in by_deployment {
-            let kept_because = if unreadable.contains(&dep) {
-                Some("its deployment's state exists but cannot be read (fix or restore it; gc never treats it as orphaned)")
-            } else if !crate::names::is_valid(crate::names::NameKind::Deployment, &dep) {
-                Some("its deployment label is not a valid deployment name")
-            } else {
-                None
-            };
-            if let Some(why) = kept_because {
-                report.kept.extend(
-                    resources
-                        .iter()
-                        .map(|r| item(&r.kind, &r.name, &dep, &label, why.to_string())),
-                );
-                continue;
-            }
-            let known = states.get(&dep).map(Known::of);
-            let holder = home
-                .backend()
-                .lock_status(&dep)
-                .ok()
-                .flatten()
-                .map(|l| l.holder.to_string());
-            let (delete, kept) =
-                classify(&dep, &resources, known.as_ref(), holder, opts.grace, &label);
+    };
+    let listed = match provider.managed_resources().await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            report.failed.push(unsearchable(e.to_string()));
+            return Ok(());
+        }
+    };
+    report.searched.push(label.clone());
+    let mut by_deployment: BTreeMap<String, Vec<ManagedResource>> = BTreeMap::new();
+    for r in listed.into_iter().filter(|r| opts.wants(&r.deployment)) {
+        by_deployment
+            .entry(r.deployment.clone())
+            .or_default()
+            .push(r);
+    }
+    for (dep, resources) in by_deployment {
+        let kept_because = if seen.unreadable.contains(&dep) {
+            Some("its deployment's state exists but cannot be read (fix or restore it; gc never treats it as orphaned)")
+        } else if !crate::names::is_valid(crate::names::NameKind::Deployment, &dep) {
+            Some("its deployment label is not a valid deployment name")
+        } else {
+            None
+        };
+        if let Some(why) = kept_because {
+            let kept = resources
+                .iter()
+                .map(|r| item(&r.kind, &r.name, &dep, &label, why.to_string()));
             report.kept.extend(kept);
-            if delete.is_empty() {
-                continue;
+            continue;
+        }
+        let known = seen.states.get(&dep).map(Known::of);
+        let holder = home
+            .backend()
+            .lock_status(&dep)
+            .ok()
+            .flatten()
+            .map(|l| l.holder.to_string());
+        let (delete, kept) = classify(&dep, &resources, known.as_ref(), holder, opts.grace, &label);
+        report.kept.extend(kept);
+        if delete.is_empty() {
+            continue;
+        }
+        if opts.dry_run {
+            report.deleted.extend(delete.into_iter().map(|(_, it)| it));
+            continue;
+        }
+        delete_locked(home, &dep, &provider, delete, report).await?;
+    }
+    Ok(())
+}
+
+/// Deletes one deployment's orphans under its lock (a run that starts now waits for gc, and gc
+/// never deletes under a run): scope by scope (machines, what hangs on them, then what they
+/// share), each scope's deletes in parallel — a cloud takes tens of seconds per terminate.
+async fn delete_locked(
+    home: &Home,
+    dep: &str,
+    provider: &Arc<dyn Provider>,
+    delete: Vec<(ManagedResource, GcItem)>,
+    report: &mut GcReport,
+) -> Result<()> {
+    let had_state = home.exists(dep)?;
+    let lock = match home.lock(dep, "gc", None) {
+        Ok(l) => l,
+        Err(e) => {
+            for (_, it) in delete {
+                report.failed.push(GcItem {
+                    error: Some(format!("{e}; the next gc tries again")),
+                    ..it
+                });
             }
-            if opts.dry_run {
-                report.deleted.extend(delete.into_iter().map(|(_, it)| it));
-                continue;
-            }
-            // Under the deployment's lock, so a run that starts now waits for gc, and gc never
-            // deletes under a run.
-            let had_state = home.exists(&dep)?;
-            let lock = match home.lock(&dep, "gc", None) {
-                Ok(l) => l,
-                Err(e) => {
-                    for (_, it) in delete {
-                        report.failed.push(GcItem {
-                            error: Some(format!("{e}; the next gc tries again")),
-                            ..it
-                        });
-                    }
-                    continue;
-                }
-            };
-            // Scope by scope (machines, what hangs on them, then what they share), each scope's
-            // deletes in parallel: a cloud takes tens of seconds per terminate-and-wait.
-            let mut delete = delete.into_iter().peekable();
-            while let Some(scope) = delete.peek().map(|(r, _)| r.scope) {
-                let mut batch = Vec::new();
-                while let Some(next) = delete.next_if(|(r, _)| r.scope == scope) {
-                    batch.push(next);
-                }
-                let provider = &provider;
-                let results: Vec<_> = stream::iter(batch)
-                    .map(|(r, it)| async move { (provider.delete_managed(&r).await, it) })
-                    .buffer_unordered(DELETE_PARALLELISM)
-                    .collect()
-                    .await;
-                for (result, it) in results {
-                    match result {
-                        Ok(()) => report.deleted.push(it),
-                        Err(e) => report.failed.push(GcItem {
-                            error: Some(e.to_string()),
-                            ..it
-                        }),
-                    }
-                }
-            }
-            drop(lock);
-            if !had_state && !home.exists(&dep)? {
-                // The lock left a folder for a deployment that has no state: tidy it.
-                if let Ok(dir) = home.deployment_dir(&dep) {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
+            return Ok(());
+        }
+    };
+    let mut delete = delete.into_iter().peekable();
+    while let Some(scope) = delete.peek().map(|(r, _)| r.scope) {
+        let mut batch = Vec::new();
+        while let Some(next) = delete.next_if(|(r, _)| r.scope == scope) {
+            batch.push(next);
+        }
+        let results: Vec<_> = stream::iter(batch)
+            .map(|(r, it)| async move { (provider.delete_managed(&r).await, it) })
+            .buffer_unordered(DELETE_PARALLELISM)
+            .collect()
+            .await;
+        for (result, it) in results {
+            match result {
+                Ok(()) => report.deleted.push(it),
+                Err(e) => report.failed.push(GcItem {
+                    error: Some(e.to_string()),
+                    ..it
+                }),
             }
         }
     }
-    Ok(report)
+    drop(lock);
+    if !had_state && !home.exists(dep)? {
+        // The lock left a folder for a deployment that has no state: tidy it.
+        if let Ok(dir) = home.deployment_dir(dep) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

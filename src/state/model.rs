@@ -316,9 +316,13 @@ mod tests {
     #[test]
     fn cluster_facts_keep_the_recorded_shape() {
         // States written before the facts map carried `routing_mesh` as a field of its own.
-        let old = r#"{"kind":"swarm","bootstrap_node":"m-1","cluster_id":"c","routing_mesh":false}"#;
+        let old =
+            r#"{"kind":"swarm","bootstrap_node":"m-1","cluster_id":"c","routing_mesh":false}"#;
         let rec: ClusterRecord = serde_json::from_str(old).expect("reads");
-        assert_eq!(rec.facts.get("routing_mesh"), Some(&serde_json::json!(false)));
+        assert_eq!(
+            rec.facts.get("routing_mesh"),
+            Some(&serde_json::json!(false))
+        );
         let again = serde_json::to_value(&rec).expect("writes");
         assert_eq!(again["routing_mesh"], false, "{again}");
         assert_eq!(again["kind"], "swarm");
