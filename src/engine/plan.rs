@@ -392,4 +392,172 @@ mod tests {
         let names: Vec<&str> = p.create.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["workers-3", "workers-4"]);
     }
+
+    /// Plan and provider together, as `up` uses them: the fake provider from providers/core
+    /// stands in for a cloud (no I/O), the state is applied the way the machines stage does.
+    mod against_the_fake_provider {
+        use super::*;
+        use flotilla_provider_core::fake::FakeProvider;
+        use flotilla_provider_core::{CreateRequest, NodeSpec, Ownership, Provider};
+
+        fn block_on<F: std::future::Future>(f: F) -> F::Output {
+            match tokio::runtime::Builder::new_current_thread().build() {
+                Ok(rt) => rt.block_on(f),
+                Err(e) => panic!("a runtime for the test: {e}"),
+            }
+        }
+
+        /// One `up`'s machine work: plan, record the names, create, record the ids.
+        fn converge(
+            p: &FakeProvider,
+            owner: &Ownership,
+            groups: &[Group],
+            s: &mut State,
+            run: &str,
+        ) -> MachinePlan {
+            let observed = block_on(p.describe(owner)).unwrap_or_default();
+            let plan = plan_machines(groups, s, &observed, true, "t");
+            let specs: Vec<NodeSpec> = plan.specs();
+            for spec in &specs {
+                s.nodes
+                    .insert(spec.name.clone(), NodeRecord::creating(spec, run, "t"));
+            }
+            let doomed: Vec<MachineId> = plan
+                .remove
+                .iter()
+                .filter_map(|n| s.nodes.get(n).and_then(|r| r.machine_id.clone()))
+                .collect();
+            let req = CreateRequest {
+                owner: owner.clone(),
+                run_token: run.into(),
+                nodes: specs,
+                ssh_public_key: String::new(),
+            };
+            for m in block_on(p.create_nodes(&req)).unwrap_or_default() {
+                if let Some(r) = s.nodes.get_mut(&m.name) {
+                    r.machine_id = Some(m.id.clone());
+                    r.phase = NodePhase::Created;
+                }
+            }
+            if block_on(p.delete_nodes(owner, &doomed)).is_ok() {
+                for n in &plan.remove {
+                    s.nodes.remove(n);
+                }
+            }
+            plan
+        }
+
+        #[test]
+        fn a_second_run_plans_nothing_and_creates_nothing() {
+            let (p, owner) = (FakeProvider::new(), Ownership::new("d"));
+            let groups = [
+                group("managers", Role::Manager, 1),
+                group("workers", Role::Worker, 2),
+            ];
+            let mut s = State::new("d", "fake", "t");
+            let first = converge(&p, &owner, &groups, &mut s, "r1");
+            assert_eq!(first.create.len(), 3);
+            assert_eq!(p.machines("d").len(), 3);
+            let second = converge(&p, &owner, &groups, &mut s, "r2");
+            assert!(second.is_empty(), "{second:?}");
+            assert_eq!(*p.create_calls.lock().unwrap_or_else(|e| e.into_inner()), 2);
+            assert_eq!(p.machines("d").len(), 3, "nothing created twice");
+        }
+
+        #[test]
+        fn a_lost_machine_is_dropped_and_replaced_under_a_new_name() {
+            let (p, owner) = (FakeProvider::new(), Ownership::new("d"));
+            let groups = [group("workers", Role::Worker, 2)];
+            let mut s = State::new("d", "fake", "t");
+            converge(&p, &owner, &groups, &mut s, "r1");
+            let gone = s.nodes["workers-1"]
+                .machine_id
+                .clone()
+                .into_iter()
+                .collect::<Vec<_>>();
+            assert!(block_on(p.delete_nodes(&owner, &gone)).is_ok());
+            let plan = converge(&p, &owner, &groups, &mut s, "r2");
+            assert_eq!(plan.lost, vec!["workers-1".to_string()]);
+            assert_eq!(
+                plan.create
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>(),
+                vec!["workers-3"]
+            );
+            assert_eq!(p.machines("d").len(), 2);
+        }
+
+        #[test]
+        fn a_run_that_died_after_create_is_adopted_not_created_again() {
+            let (p, owner) = (FakeProvider::new(), Ownership::new("d"));
+            let groups = [group("workers", Role::Worker, 2)];
+            // The machines exist, but the state never learnt their ids (or even their names).
+            let req = CreateRequest {
+                owner: owner.clone(),
+                run_token: "r1".into(),
+                nodes: ["workers-1", "workers-2"]
+                    .iter()
+                    .map(|n| NodeSpec {
+                        name: (*n).into(),
+                        group: "workers".into(),
+                        role: Role::Worker,
+                    })
+                    .collect(),
+                ssh_public_key: String::new(),
+            };
+            assert!(block_on(p.create_nodes(&req)).is_ok());
+            let mut s = State::new("d", "fake", "t");
+            let plan = converge(&p, &owner, &groups, &mut s, "r2");
+            assert_eq!(plan.adopt.len(), 2, "{plan:?}");
+            assert!(
+                plan.create.is_empty() && plan.orphans.is_empty(),
+                "{plan:?}"
+            );
+            assert_eq!(p.machines("d").len(), 2);
+        }
+
+        #[test]
+        fn scaling_in_removes_the_newest_and_deletes_its_machine() {
+            let (p, owner) = (FakeProvider::new(), Ownership::new("d"));
+            let mut s = State::new("d", "fake", "t");
+            converge(
+                &p,
+                &owner,
+                &[group("workers", Role::Worker, 3)],
+                &mut s,
+                "r1",
+            );
+            let plan = converge(
+                &p,
+                &owner,
+                &[group("workers", Role::Worker, 1)],
+                &mut s,
+                "r2",
+            );
+            assert_eq!(
+                plan.remove,
+                vec!["workers-3".to_string(), "workers-2".to_string()]
+            );
+            let left: Vec<String> = p.machines("d").into_iter().map(|m| m.name).collect();
+            assert_eq!(left, vec!["workers-1".to_string()]);
+        }
+
+        #[test]
+        fn machines_of_a_removed_group_are_orphans() {
+            let (p, owner) = (FakeProvider::new(), Ownership::new("d"));
+            let mut s = State::new("d", "fake", "t");
+            converge(&p, &owner, &[group("old", Role::Worker, 1)], &mut s, "r1");
+            s.nodes.clear();
+            let plan = converge(
+                &p,
+                &owner,
+                &[group("workers", Role::Worker, 1)],
+                &mut s,
+                "r2",
+            );
+            assert_eq!(plan.orphans.len(), 1, "{plan:?}");
+            assert!(plan.orphans[0].reason.contains("`old`"), "{plan:?}");
+        }
+    }
 }
