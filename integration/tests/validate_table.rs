@@ -539,4 +539,21 @@ fn shipped_blueprints_validate() {
         n += 1;
     }
     assert!(n >= 1);
+    // The blueprint on README's first screen is a real one too.
+    let readme =
+        std::fs::read_to_string(crate::common::repo_root().join("README.md")).expect("README");
+    let block = readme
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(yaml, _)| yaml)
+        .expect("README shows a blueprint");
+    let file = home.path().join("readme-blueprint.yaml");
+    std::fs::write(&file, block).expect("write");
+    let out = home.run(&["validate", file.to_str().expect("utf8")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "README's blueprint: {}",
+        stderr(&out)
+    );
 }
