@@ -11,13 +11,16 @@ use flotilla_provider_core::PortRule;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// How a kind's managers keep their quorum, for the blueprint's manager-count checks.
+/// How a kind's managers keep their quorum: the blueprint's manager-count checks use it, and
+/// heal refuses to replace managers once it is lost and prints the advice.
 #[derive(Debug, Clone, Copy)]
-pub struct ManagerWords {
+pub struct Quorum {
     /// What the kind calls its managers ("swarm managers").
     pub managers_are: &'static str,
     /// The quorum an even count puts at risk ("the raft quorum").
     pub quorum: &'static str,
+    /// What an operator does to recover a cluster that lost it.
+    pub advice: &'static str,
 }
 
 pub trait OrchestratorKind: Send + Sync {
@@ -36,7 +39,7 @@ pub trait OrchestratorKind: Send + Sync {
         Vec::new()
     }
     /// `None`: no cluster, no managers needed.
-    fn managers(&self) -> Option<ManagerWords>;
+    fn managers(&self) -> Option<Quorum>;
     /// The ports its members reach each other on.
     fn ports(&self) -> Vec<PortRule>;
     /// Whether `services:` entries can go to its scheduler.
@@ -114,7 +117,7 @@ impl OrchestratorKind for NoCluster {
         }
     }
 
-    fn managers(&self) -> Option<ManagerWords> {
+    fn managers(&self) -> Option<Quorum> {
         None
     }
 

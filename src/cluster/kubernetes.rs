@@ -544,10 +544,11 @@ impl super::kind::OrchestratorKind for Kind {
         problems
     }
 
-    fn managers(&self) -> Option<super::kind::ManagerWords> {
-        Some(super::kind::ManagerWords {
+    fn managers(&self) -> Option<super::kind::Quorum> {
+        Some(super::kind::Quorum {
             managers_are: "control-plane nodes",
             quorum: "the etcd quorum",
+            advice: "recover by hand (restore etcd from a snapshot on a surviving control-plane node with `etcdutl snapshot restore`, then rejoin the others)",
         })
     }
 
@@ -602,13 +603,6 @@ impl super::kind::OrchestratorKind for Kind {
 impl Orchestrator for Kubernetes {
     fn kind(&self) -> &'static str {
         "kubernetes"
-    }
-
-    fn quorum(&self) -> super::Quorum {
-        super::Quorum {
-            managers_are: "Kubernetes control-plane nodes (etcd members)",
-            advice: "recover by hand (restore etcd from a snapshot on a surviving control-plane node with `etcdutl snapshot restore`, then rejoin the others)",
-        }
     }
 
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {

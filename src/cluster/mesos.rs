@@ -353,10 +353,11 @@ impl super::kind::OrchestratorKind for Kind {
         }
     }
 
-    fn managers(&self) -> Option<super::kind::ManagerWords> {
-        Some(super::kind::ManagerWords {
+    fn managers(&self) -> Option<super::kind::Quorum> {
+        Some(super::kind::Quorum {
             managers_are: "Mesos masters",
             quorum: "the ZooKeeper and replicated-log quorum",
+            advice: "recover by hand (bring a majority of the masters and their ZooKeeper ensemble back; the replicated log needs it)",
         })
     }
 
@@ -402,13 +403,6 @@ impl super::kind::OrchestratorKind for Kind {
 impl Orchestrator for Mesos {
     fn kind(&self) -> &'static str {
         "mesos"
-    }
-
-    fn quorum(&self) -> super::Quorum {
-        super::Quorum {
-            managers_are: "Mesos masters",
-            advice: "recover by hand (bring a majority of the masters and their ZooKeeper ensemble back; the replicated log needs it)",
-        }
     }
 
     async fn converge(&self, nodes: &[ClusterNode]) -> Result<ConvergeReport, ClusterError> {

@@ -7,7 +7,7 @@ pub mod kubernetes;
 pub mod mesos;
 pub mod swarm;
 
-pub use kind::{ClusterKind, OrchestratorKind};
+pub use kind::{ClusterKind, OrchestratorKind, Quorum};
 
 use crate::docker::SwarmLocal;
 use crate::ssh::{SshError, Target};
@@ -96,21 +96,9 @@ impl ConvergeReport {
     }
 }
 
-/// How a cluster's managers keep their quorum, and what an operator does once it is lost (heal
-/// refuses to replace managers then and prints the advice).
-#[derive(Debug, Clone)]
-pub struct Quorum {
-    /// What the orchestrator calls its managers in messages ("swarm managers").
-    pub managers_are: &'static str,
-    /// What an operator does to recover a cluster that lost its quorum.
-    pub advice: &'static str,
-}
-
 #[async_trait]
 pub trait Orchestrator: Send + Sync {
     fn kind(&self) -> &'static str;
-    /// The words and advice for a cluster whose managers lost their majority.
-    fn quorum(&self) -> Quorum;
     /// Whether a node's probe shows it still has to join (`plan` lists it). Kinds whose
     /// membership a probe cannot see answer false.
     fn needs_join(&self, probe: &crate::docker::Probe) -> bool {

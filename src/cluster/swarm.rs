@@ -367,10 +367,12 @@ impl super::kind::OrchestratorKind for Kind {
         }
     }
 
-    fn managers(&self) -> Option<super::kind::ManagerWords> {
-        Some(super::kind::ManagerWords {
+    fn managers(&self) -> Option<super::kind::Quorum> {
+        Some(super::kind::Quorum {
             managers_are: "swarm managers",
             quorum: "the raft quorum",
+            advice:
+                "recover by hand (`docker swarm init --force-new-cluster` on a surviving manager)",
         })
     }
 
@@ -418,14 +420,6 @@ impl super::kind::OrchestratorKind for Kind {
 impl Orchestrator for Swarm {
     fn kind(&self) -> &'static str {
         "swarm"
-    }
-
-    fn quorum(&self) -> super::Quorum {
-        super::Quorum {
-            managers_are: "swarm managers",
-            advice:
-                "recover by hand (`docker swarm init --force-new-cluster` on a surviving manager)",
-        }
     }
 
     fn needs_join(&self, probe: &crate::docker::Probe) -> bool {

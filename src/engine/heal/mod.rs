@@ -179,7 +179,7 @@ fn decide(bp: &Blueprint, state: &mut State, seen: &Observed, dry_run: bool) -> 
             decide::judge(r, &obs, kind, &bp.health, &now)
         })
         .collect();
-    let quorum = seen.orchestrator.as_ref().map(|o| o.quorum());
+    let quorum = seen.orchestrator.as_ref().and(bp.cluster.spec().managers());
     let refused = decide::guard(&mut verdicts, &bp.health, quorum.as_ref());
     HealReport {
         deployment: state.deployment.clone(),

@@ -47,6 +47,7 @@ fn verdict(name: &str, role: &str, decision: Decision) -> Verdict {
 fn swarm() -> Quorum {
     Quorum {
         managers_are: "swarm managers",
+        quorum: "the raft quorum",
         advice: "recover by hand",
     }
 }
