@@ -178,12 +178,18 @@ async fn reconnect(me: &Inner) -> Result<Arc<Client>, String> {
                 me.connected_once.store(true, Ordering::SeqCst);
                 return Ok(c);
             }
-            // Before the first connection worked, a refusal is final (wrong address, password).
-            Err(e) if !me.connected_once.load(Ordering::SeqCst) => return Err(e),
+            // Before the first connection worked, a refusal is final (wrong address, password);
+            // a server that is restarting is waited for either way.
+            Err(e) if !e.restarting && !me.connected_once.load(Ordering::SeqCst) => {
+                return Err(e.message)
+            }
             Err(e) => {
-                tracing::warn!("the state database does not answer ({e}); retrying");
+                tracing::warn!(
+                    "the state database does not answer ({}); retrying",
+                    e.message
+                );
                 if !backoff.wait().await {
-                    return Err(e);
+                    return Err(e.message);
                 }
             }
         }
@@ -263,11 +269,42 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
     }
 }
 
-async fn connect(config: &Config, tls: &Tls) -> Result<Arc<Client>, String> {
+/// Whether a connection attempt met a server that is there but going down or coming up (it
+/// closed or reset the connection, or said so): worth waiting for even before this process
+/// ever connected. A refused connection or a wrong password is not: those are final at once.
+fn restarting(e: &tokio_postgres::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    e.is_closed()
+        || e.code().is_some_and(|c| c.code().starts_with("57P"))
+        || io.is_some_and(|io| {
+            matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted
+            )
+        })
+}
+
+/// A failed connection attempt: its one-line reason, and whether the server is restarting.
+struct ConnectFailure {
+    message: String,
+    restarting: bool,
+}
+
+impl From<tokio_postgres::Error> for ConnectFailure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self {
+            message: pg_message(&e),
+            restarting: restarting(&e),
+        }
+    }
+}
+
+async fn connect(config: &Config, tls: &Tls) -> Result<Arc<Client>, ConnectFailure> {
     // The connection task ends when the server closes it; the next call reconnects.
     let client = match tls {
         Tls::Off => {
-            let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_message(&e))?;
+            let (client, connection) = config.connect(NoTls).await?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -277,7 +314,7 @@ async fn connect(config: &Config, tls: &Tls) -> Result<Arc<Client>, String> {
             let mut config = config.clone();
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
             let make = tokio_postgres_rustls::MakeRustlsConnect::new((**c).clone());
-            let (client, connection) = config.connect(make).await.map_err(|e| pg_message(&e))?;
+            let (client, connection) = config.connect(make).await?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
