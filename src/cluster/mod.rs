@@ -9,7 +9,6 @@ pub mod swarm;
 
 pub use kind::{ClusterKind, OrchestratorKind, Quorum};
 
-use crate::docker::SwarmLocal;
 use crate::ssh::{SshError, Target};
 use async_trait::async_trait;
 use flotilla_provider_core::Role;
@@ -35,7 +34,9 @@ pub struct ClusterNode {
     /// Address other nodes reach it on (advertise address).
     pub ip: String,
     pub labels: BTreeMap<String, String>,
-    pub local: SwarmLocal,
+    /// What the node itself reported when it was probed (OS, Docker, the engine's own view of
+    /// its cluster membership); each orchestrator reads what it needs. `None`: not probed.
+    pub probe: Option<crate::docker::Probe>,
 }
 
 impl ClusterNode {
@@ -47,7 +48,7 @@ impl ClusterNode {
             target,
             ip: String::new(),
             labels: BTreeMap::new(),
-            local: SwarmLocal::default(),
+            probe: None,
         }
     }
 }

@@ -352,6 +352,19 @@ impl Swarm {
     }
 }
 
+/// The node's own view of its swarm membership (`docker info`), as its probe found it; an
+/// unprobed node is no member.
+fn local(n: &ClusterNode) -> &crate::docker::SwarmLocal {
+    static NOT_PROBED: crate::docker::SwarmLocal = crate::docker::SwarmLocal {
+        state: String::new(),
+        node_id: String::new(),
+        control: false,
+        cluster_id: String::new(),
+        managers: Vec::new(),
+    };
+    n.probe.as_ref().map_or(&NOT_PROBED, |p| &p.swarm)
+}
+
 /// The `swarm` kind (registered in `crate::kinds`).
 pub struct Kind;
 
@@ -436,12 +449,12 @@ impl Orchestrator for Swarm {
         // 1. Which swarm, if any, do the nodes already belong to?
         let active_managers: Vec<&ClusterNode> = nodes
             .iter()
-            .filter(|n| n.local.state == "active" && n.local.control)
+            .filter(|n| local(n).state == "active" && local(n).control)
             .collect();
         let clusters: std::collections::BTreeSet<&str> = nodes
             .iter()
-            .filter(|n| n.local.state == "active" && !n.local.cluster_id.is_empty())
-            .map(|n| n.local.cluster_id.as_str())
+            .filter(|n| local(n).state == "active" && !local(n).cluster_id.is_empty())
+            .map(|n| local(n).cluster_id.as_str())
             .collect();
         if clusters.len() > 1 {
             return Err(ClusterError::Cluster(format!(
@@ -451,14 +464,14 @@ impl Orchestrator for Swarm {
             )));
         }
         for n in nodes {
-            if matches!(n.local.state.as_str(), "error" | "locked") {
-                return Err(ClusterError::Node { node: n.name.clone(), message: format!("swarm state is `{}`; fix it on the node (docker swarm leave --force, or unlock)", n.local.state) });
+            if matches!(local(n).state.as_str(), "error" | "locked") {
+                return Err(ClusterError::Node { node: n.name.clone(), message: format!("swarm state is `{}`; fix it on the node (docker swarm leave --force, or unlock)", local(n).state) });
             }
         }
         let leader: ClusterNode = match active_managers.first() {
             Some(m) => (*m).clone(),
             None => {
-                if let Some(n) = nodes.iter().find(|n| n.local.state == "active") {
+                if let Some(n) = nodes.iter().find(|n| local(n).state == "active") {
                     return Err(ClusterError::Node {
                         node: n.name.clone(),
                         message: "is a swarm worker but none of the deployment's managers is in its swarm; \
@@ -494,7 +507,7 @@ impl Orchestrator for Swarm {
             members.iter().map(|m| m.id.as_str()).collect();
         let needs_join = |n: &&ClusterNode| {
             n.name != leader.name
-                && !(n.local.state == "active" && known.contains(n.local.node_id.as_str()))
+                && !(local(n).state == "active" && known.contains(local(n).node_id.as_str()))
         };
         let pending_managers: Vec<&ClusterNode> = nodes
             .iter()
@@ -509,8 +522,8 @@ impl Orchestrator for Swarm {
 
         let mut ids: BTreeMap<String, String> = nodes
             .iter()
-            .filter(|n| n.local.state == "active" && !n.local.node_id.is_empty())
-            .map(|n| (n.name.clone(), n.local.node_id.clone()))
+            .filter(|n| local(n).state == "active" && !local(n).node_id.is_empty())
+            .map(|n| (n.name.clone(), local(n).node_id.clone()))
             .collect();
         if !pending_managers.is_empty() || !pending_workers.is_empty() {
             let (worker_token, manager_token) = self.tokens(&leader).await?;

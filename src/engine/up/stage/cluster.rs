@@ -135,7 +135,7 @@ fn cluster_view(cx: &Ctx<'_>) -> Vec<ClusterNode> {
                     .map(|i| i.to_string())
                     .unwrap_or_else(|| t.address.clone()),
                 labels: group.labels.clone(),
-                local: p.swarm.clone(),
+                probe: Some(p.clone()),
             })
         })
         .collect();
