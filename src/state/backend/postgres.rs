@@ -172,18 +172,29 @@ fn retry_policy() -> Backoff {
 async fn reconnect(me: &Inner) -> Result<Arc<Client>, String> {
     use std::sync::atomic::Ordering;
     let mut backoff = retry_policy();
+    let mut seen_restarting = false;
     loop {
         match connect(&me.config, &me.tls).await {
             Ok(c) => {
                 me.connected_once.store(true, Ordering::SeqCst);
                 return Ok(c);
             }
-            // Before the first connection worked, a refusal is final (wrong address, password);
-            // a server that is restarting is waited for either way.
-            Err(e) if !e.restarting && !me.connected_once.load(Ordering::SeqCst) => {
+            // Before the first connection worked, the server's own refusal is final (a wrong
+            // password, a missing database), and a server that does not answer is tried only
+            // briefly — unless it was seen restarting, which is waited for like a lost one.
+            Err(e) if !me.connected_once.load(Ordering::SeqCst) && e.refused_by_server => {
+                return Err(e.message)
+            }
+            Err(e)
+                if !(me.connected_once.load(Ordering::SeqCst)
+                    || seen_restarting
+                    || e.restarting)
+                    && backoff.elapsed() >= FIRST_CONNECT_WINDOW =>
+            {
                 return Err(e.message)
             }
             Err(e) => {
+                seen_restarting |= e.restarting;
                 tracing::warn!(
                     "the state database does not answer ({}); retrying",
                     e.message
@@ -285,10 +296,12 @@ fn restarting(e: &tokio_postgres::Error) -> bool {
         })
 }
 
-/// A failed connection attempt: its one-line reason, and whether the server is restarting.
+/// A failed connection attempt: its one-line reason, whether the server is restarting, and
+/// whether the server itself refused us (a wrong password, a missing database: final).
 struct ConnectFailure {
     message: String,
     restarting: bool,
+    refused_by_server: bool,
 }
 
 impl From<tokio_postgres::Error> for ConnectFailure {
@@ -296,9 +309,14 @@ impl From<tokio_postgres::Error> for ConnectFailure {
         Self {
             message: pg_message(&e),
             restarting: restarting(&e),
+            refused_by_server: e.as_db_error().is_some() && !restarting(&e),
         }
     }
 }
+
+/// How long a process that never reached the server keeps trying a server that does not answer
+/// (a typo in the address fails after this; a server restarting right then is waited for).
+const FIRST_CONNECT_WINDOW: Duration = Duration::from_secs(15);
 
 async fn connect(config: &Config, tls: &Tls) -> Result<Arc<Client>, ConnectFailure> {
     // The connection task ends when the server closes it; the next call reconnects.
