@@ -101,28 +101,20 @@ pub fn plan_machines(
                 rec.phase = crate::state::NodePhase::Created;
             }
         } else if wanted_group(&m.group).is_some() {
-            state.nodes.insert(
-                m.name.clone(),
-                crate::state::NodeRecord {
-                    name: m.name.clone(),
-                    group: m.group.clone(),
-                    role: m.role,
-                    machine_id: Some(m.id.clone()),
-                    run_token: m.run_token.clone(),
-                    phase: crate::state::NodePhase::Created,
-                    private_ip: m.private_ip,
-                    public_ip: m.public_ip,
-                    ssh_port: m.ssh_port,
-                    ssh_user: m.ssh_user.clone().unwrap_or_default(),
-                    host_key: None,
-                    os: None,
-                    docker_version: None,
-                    cluster_id: None,
-                    created_at: now.to_string(),
-                    unhealthy_since: None,
-                    docker_restart_tried_at: None,
-                },
-            );
+            // A machine a crashed run created: recorded as created, with what the provider says.
+            let spec = flotilla_provider_core::NodeSpec {
+                name: m.name.clone(),
+                group: m.group.clone(),
+                role: m.role,
+            };
+            let mut rec = crate::state::NodeRecord::creating(&spec, &m.run_token, now);
+            rec.machine_id = Some(m.id.clone());
+            rec.phase = crate::state::NodePhase::Created;
+            rec.private_ip = m.private_ip;
+            rec.public_ip = m.public_ip;
+            rec.ssh_port = m.ssh_port;
+            rec.ssh_user = m.ssh_user.clone().unwrap_or_default();
+            state.nodes.insert(m.name.clone(), rec);
             plan.adopt.push(m.name.clone());
         } else {
             plan.orphans.push(Orphan {
