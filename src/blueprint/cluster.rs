@@ -4,20 +4,20 @@
 use super::load::Ctx;
 use super::model::*;
 use super::problem::expected_one_of;
-use flotilla_provider_core::Role;
+use flotilla_provider_core::{Role, SettingsError};
+use serde_json::{Map, Value};
 
-/// `cluster.kind`, its version (defaults applied) and the options that belong to it.
-pub(super) fn check_cluster(ctx: &mut Ctx, raw: RawCluster) -> Option<ClusterConfig> {
+/// `cluster.kind`, its version (defaults applied) and the kind's own section
+/// (`cluster.<kind>`), which the kind reads into its settings.
+pub(super) fn check_cluster(ctx: &mut Ctx, mut raw: Map<String, Value>) -> Option<ClusterConfig> {
     let kinds = crate::kinds::cluster_kinds();
-    let Some(written) = raw.kind.as_deref() else {
+    let Some(written) = raw.remove("kind") else {
         let loc = ctx.index.value("cluster");
-        ctx.push(
-            loc,
-            "cluster.kind",
-            format!("missing; {}", expected_one_of("", &kinds)),
-        );
+        let msg = format!("missing; {}", expected_one_of("", &kinds));
+        ctx.push(loc, "cluster.kind", msg);
         return None;
     };
+    let written = written.as_str().unwrap_or_default();
     let Some(kind) = crate::kinds::cluster(written) else {
         let msg = format!(
             "unknown cluster kind `{written}`; {}",
@@ -26,24 +26,61 @@ pub(super) fn check_cluster(ctx: &mut Ctx, raw: RawCluster) -> Option<ClusterCon
         ctx.at("cluster.kind", msg);
         return None;
     };
-    let version = kind.spec().version(raw.version.as_deref());
-    let cfg = ClusterConfig {
-        kind,
-        version: version.clone().unwrap_or_default(),
-        swarm: raw.swarm,
-        kubernetes: raw.kubernetes,
-        mesos: raw.mesos,
+    let version = raw.remove("version").map(|v| match v {
+        Value::String(s) => Ok(s),
+        other => Err(other.to_string()),
+    });
+    let version = match version {
+        None => kind.spec().version(None),
+        Some(Ok(v)) => kind.spec().version(Some(&v)),
+        Some(Err(v)) => Err(format!(
+            "{v} is not a version; write it as a string (\"1.31\")"
+        )),
     };
+    let section = raw.remove(kind.as_str());
     let mut ok = true;
-    if let Err(msg) = version {
-        ctx.at("cluster.version", msg);
+    for key in raw.keys() {
+        let msg = misplaced(key, kind.as_str());
+        let field = format!("cluster.{key}");
+        let loc = ctx.index.key(&field);
+        ctx.push(loc, field, msg);
         ok = false;
     }
-    for (field, msg) in kind.spec().check_options(&cfg) {
-        ctx.at(field, msg);
-        ok = false;
+    let version = match version {
+        Ok(v) => v,
+        Err(msg) => {
+            ctx.at("cluster.version", msg);
+            return None;
+        }
+    };
+    match kind.spec().settings(version.as_deref(), section) {
+        Ok(settings) => ok.then_some(ClusterConfig {
+            kind,
+            version,
+            settings,
+        }),
+        Err(SettingsError::Shape(e)) => {
+            ctx.serde_error(&format!("cluster.{}", kind.as_str()), &e);
+            None
+        }
+        Err(SettingsError::Invalid(problems)) => {
+            for (field, msg) in problems {
+                ctx.at(field, msg);
+            }
+            None
+        }
     }
-    ok.then_some(cfg)
+}
+
+/// Why a key of `cluster:` is refused: another kind's section, or no section at all.
+fn misplaced(key: &str, kind: &str) -> String {
+    if crate::kinds::cluster(key).is_some() {
+        format!("options of `kind: {key}`, but this cluster is `kind: {kind}`; remove them")
+    } else {
+        let mut known = vec!["kind", "version", kind];
+        known.sort_unstable();
+        format!("unknown field `{key}`; {}", expected_one_of(key, &known))
+    }
 }
 
 /// Manager (control-plane, master) counts: at least one, odd so the kind's quorum survives a
@@ -72,7 +109,7 @@ pub(super) fn check_managers(ctx: &mut Ctx, groups: &[Group], cfg: &ClusterConfi
         );
         ctx.push(loc, "groups", msg);
     } else {
-        for (field, msg) in cfg.kind.spec().check_managers(cfg, managers) {
+        for (field, msg) in cfg.settings.check_managers(managers) {
             let loc = ctx.index.value(&field).or(ctx.index.value("cluster"));
             ctx.push(loc, field, msg);
         }

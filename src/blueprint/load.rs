@@ -425,10 +425,7 @@ fn check(
 
     // cluster
     let cluster_cfg: Option<ClusterConfig> = match take(root, "cluster") {
-        Some(v @ Value::Object(_)) => match ctx.section::<RawCluster>(v, "cluster") {
-            Some(raw) => check_cluster(ctx, raw),
-            None => None,
-        },
+        Some(Value::Object(raw)) => check_cluster(ctx, raw),
         Some(_) => {
             ctx.at("cluster", "expected a map with `kind`");
             None
@@ -496,10 +493,8 @@ fn check(
         ssh: ssh?,
         docker: docker?,
         cluster: cluster?,
-        swarm: cluster_cfg.as_ref()?.swarm.clone(),
         cluster_version: cluster_cfg.as_ref()?.version.clone(),
-        kubernetes: cluster_cfg.as_ref()?.kubernetes.clone(),
-        mesos: cluster_cfg?.mesos,
+        cluster_settings: cluster_cfg?.settings,
         groups: groups?,
         health: health?,
         containers: containers?,

@@ -12,7 +12,7 @@ pub mod model;
 pub mod problem;
 mod render;
 mod sections;
-mod values;
+pub(crate) mod values;
 mod workloads;
 mod yaml_index;
 

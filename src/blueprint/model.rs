@@ -34,7 +34,7 @@ pub enum CountValue {
     Text(String),
 }
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     s.map(|s| {
         humantime::parse_duration(s.trim()).map_err(|e| {
@@ -136,17 +136,6 @@ pub struct DockerInstallConfig {
     pub preload_images: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SwarmOptions {
-    /// `docker swarm init --default-addr-pool` (keep overlay networks inside your own range).
-    pub default_addr_pool: Option<ipnet::Ipv4Net>,
-    pub default_addr_pool_mask_length: Option<u8>,
-    /// `docker swarm init --dispatcher-heartbeat` (how fast a dead node shows Down).
-    #[serde(default, deserialize_with = "de_duration")]
-    pub dispatcher_heartbeat: Option<Duration>,
-}
-
 /// Where a container's image comes from: a repository (pulled unless present) or an image
 /// tarball (`docker save` output) loaded on each node.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -242,64 +231,14 @@ fn default_manager_port() -> u16 {
     MANAGER_PORT
 }
 
-/// `cluster.kubernetes`: kubeadm settings.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesOptions {
-    /// `podSubnet` (default 10.244.0.0/16, flannel's).
-    pub pod_cidr: Option<ipnet::Ipv4Net>,
-    /// `serviceSubnet` (default 10.96.0.0/12, kubeadm's).
-    pub service_cidr: Option<ipnet::Ipv4Net>,
-    /// `controlPlaneEndpoint` (`host[:port]`, a load balancer or DNS name in front of the
-    /// control-plane nodes); required with more than one control-plane node.
-    pub control_plane_endpoint: Option<String>,
-    /// `flannel` (default), `calico`, `none`, or the URL of a manifest.
-    pub cni: Option<String>,
-}
-
-/// `cluster.mesos`: ZooKeeper, masters, agents (and optionally Marathon).
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct MesosOptions {
-    /// Image of mesos-master (default `mesosphere/mesos-master:<version>`).
-    pub master_image: Option<String>,
-    /// Image of mesos-agent (default `mesosphere/mesos-slave:<version>`).
-    pub agent_image: Option<String>,
-    /// Run Marathon on the masters.
-    #[serde(default)]
-    pub marathon: bool,
-    /// Image of Marathon (default `mesosphere/marathon:v1.5.2`).
-    pub marathon_image: Option<String>,
-    /// Run the agent container `--privileged` (default true: the Mesos containerizer manages
-    /// cgroups). `false` runs it with Docker's default capabilities (Docker containerizer only),
-    /// for hosts that cannot grant privileged containers (nested container hosts, like the test
-    /// bed's).
-    pub agent_privileged: Option<bool>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCluster {
-    pub kind: Option<String>,
-    /// Kubernetes (`1.31` or `1.31.2`) or Mesos (`1.7.1`) version.
-    pub version: Option<String>,
-    #[serde(default)]
-    pub swarm: SwarmOptions,
-    #[serde(default)]
-    pub kubernetes: KubernetesOptions,
-    #[serde(default)]
-    pub mesos: MesosOptions,
-}
-
 /// The checked `cluster:` section.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub kind: ClusterKind,
     /// Always set for kubernetes and mesos (defaults applied).
     pub version: Option<String>,
-    pub swarm: SwarmOptions,
-    pub kubernetes: KubernetesOptions,
-    pub mesos: MesosOptions,
+    /// The kind's own options (`cluster.<kind>`), read by the kind.
+    pub settings: Arc<dyn ClusterSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -347,7 +286,9 @@ pub struct Group {
     pub hosts: Vec<String>,
 }
 
+pub use crate::cluster::kind::ClusterSettings;
 pub use crate::cluster::ClusterKind;
+use std::sync::Arc;
 
 impl Blueprint {
     /// Whether the nodes form a cluster (any kind but `none`).
@@ -397,11 +338,10 @@ pub struct Blueprint {
     pub ssh: SshConfig,
     pub docker: DockerInstallConfig,
     pub cluster: ClusterKind,
-    pub swarm: SwarmOptions,
     /// Kubernetes or Mesos version (defaults applied); None for swarm/none.
     pub cluster_version: Option<String>,
-    pub kubernetes: KubernetesOptions,
-    pub mesos: MesosOptions,
+    /// The kind's own options (`cluster.<kind>`); they build its orchestrator.
+    pub cluster_settings: Arc<dyn ClusterSettings>,
     pub groups: Vec<Group>,
     pub health: HealthConfig,
     /// Container workloads by name.

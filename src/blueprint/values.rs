@@ -10,10 +10,7 @@ pub fn problems(bp: &Blueprint) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut check = |field: String, value: &str, ok: bool, what: &str| {
         if !ok {
-            out.push((
-                field,
-                format!("{} is not {what}", crate::names::shown(value)),
-            ));
+            out.push(mismatch(field, value, what));
         }
     };
     let d = &bp.docker;
@@ -34,33 +31,6 @@ pub fn problems(bp: &Blueprint) -> Vec<(String, String)> {
     }
     if let Some(v) = &bp.cluster_version {
         check("cluster.version".into(), v, is_version(v), VERSION);
-    }
-    if let Some(e) = &bp.kubernetes.control_plane_endpoint {
-        check(
-            "cluster.kubernetes.control_plane_endpoint".into(),
-            e,
-            is_endpoint(e),
-            "host[:port] (an IP address or a DNS name, then a port)",
-        );
-    }
-    if let Some(c) = &bp.kubernetes.cni {
-        let named = matches!(c.as_str(), "flannel" | "calico" | "none");
-        check(
-            "cluster.kubernetes.cni".into(),
-            c,
-            named || is_url(c),
-            "flannel, calico, none or an http(s) URL",
-        );
-    }
-    let m = &bp.mesos;
-    for (field, v) in [
-        ("cluster.mesos.master_image", &m.master_image),
-        ("cluster.mesos.agent_image", &m.agent_image),
-        ("cluster.mesos.marathon_image", &m.marathon_image),
-    ] {
-        if let Some(v) = v {
-            check(field.into(), v, is_image(v), IMAGE);
-        }
     }
     if let Some(v) = bp.manager.as_ref().and_then(|m| m.image.as_ref()) {
         check("manager.image".into(), v, is_image(v), IMAGE);
@@ -119,12 +89,21 @@ pub fn problems(bp: &Blueprint) -> Vec<(String, String)> {
     out
 }
 
+/// (field, "<value> is not <what>"): a value that does not fit its pattern (the kinds check
+/// their own options with the same words).
+pub(crate) fn mismatch(field: impl Into<String>, value: &str, what: &str) -> (String, String) {
+    (
+        field.into(),
+        format!("{} is not {what}", crate::names::shown(value)),
+    )
+}
+
 const VERSION: &str =
     "a version (letters, digits and . : ~ + _ -, starting with a letter or digit)";
-const URL: &str = "an http(s) or socks URL without spaces, quotes or backslashes";
+pub(crate) const URL: &str = "an http(s) or socks URL without spaces, quotes or backslashes";
 const NO_PROXY: &str =
     "a comma-separated list of host names, domains (.example.com), addresses or CIDRs";
-const IMAGE: &str = "an image name ([registry[:port]/]path[:tag][@sha256:digest])";
+pub(crate) const IMAGE: &str = "an image name ([registry[:port]/]path[:tag][@sha256:digest])";
 const TAG: &str = "an image tag (letters, digits, _ . -, up to 128, not starting with . or -)";
 const LABEL_KEY: &str =
     "a label key (letters, digits and . _ / -, starting with a letter or digit)";
@@ -141,7 +120,7 @@ fn is_version(v: &str) -> bool {
 
 /// Only RFC 3986 characters (no quote, backslash, space, `<>{}|^` or control character), an
 /// http, https or socks scheme and a host.
-fn is_url(v: &str) -> bool {
+pub(crate) fn is_url(v: &str) -> bool {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
     let Some((scheme, rest)) = v.split_once("://") else {
         return false;
@@ -163,7 +142,7 @@ fn is_no_proxy(v: &str) -> bool {
         })
 }
 
-fn is_endpoint(v: &str) -> bool {
+pub(crate) fn is_endpoint(v: &str) -> bool {
     let (host, port) = match v.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
         _ => (v, None),
@@ -172,7 +151,7 @@ fn is_endpoint(v: &str) -> bool {
         && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
 }
 
-fn is_image(v: &str) -> bool {
+pub(crate) fn is_image(v: &str) -> bool {
     let mut c = v.chars();
     (1..=255).contains(&v.len())
         && c.next().is_some_and(|x| x.is_ascii_alphanumeric())

@@ -5,9 +5,9 @@
 //! engine ask these and never name a kind.
 
 use super::Orchestrator;
-use crate::blueprint::{Blueprint, ClusterConfig};
+use crate::blueprint::Blueprint;
 use crate::ssh::SshPool;
-use flotilla_provider_core::PortRule;
+use flotilla_provider_core::{PortRule, SettingsError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -28,16 +28,13 @@ pub trait OrchestratorKind: Send + Sync {
     /// The version to record (defaults applied; `None` for kinds without one), or what is
     /// wrong with `cluster.version`.
     fn version(&self, written: Option<&str>) -> Result<Option<String>, String>;
-    /// Checks of the kind's own options (`cluster.<kind>`): (field, message) pairs.
-    fn check_options(&self, cfg: &ClusterConfig) -> Vec<(String, String)> {
-        let _ = cfg;
-        Vec::new()
-    }
-    /// What else an odd, non-zero manager count needs: (field, message) pairs.
-    fn check_managers(&self, cfg: &ClusterConfig, managers: u32) -> Vec<(String, String)> {
-        let _ = (cfg, managers);
-        Vec::new()
-    }
+    /// Reads the kind's own section (`cluster.<kind>`, `None` when absent) with the checked
+    /// version into its settings, or says what is wrong (fields under `cluster.<kind>`).
+    fn settings(
+        &self,
+        version: Option<&str>,
+        section: Option<serde_json::Value>,
+    ) -> Result<Arc<dyn ClusterSettings>, SettingsError>;
     /// `None`: no cluster, no managers needed.
     fn managers(&self) -> Option<Quorum>;
     /// The ports its members reach each other on.
@@ -60,8 +57,29 @@ pub trait OrchestratorKind: Send + Sync {
     fn after_stop(&self) -> &'static str {
         ""
     }
+}
+
+/// A kind's checked options (its `cluster.<kind>` section and the version): what its
+/// orchestrator is built from. Only the kind that made them reads their fields.
+pub trait ClusterSettings: std::fmt::Debug + Send + Sync {
+    /// What else an odd, non-zero manager count needs: (field, message) pairs.
+    fn check_managers(&self, managers: u32) -> Vec<(String, String)> {
+        let _ = managers;
+        Vec::new()
+    }
     /// Its orchestrator for this blueprint (`None` for no cluster).
     fn build(&self, bp: &Blueprint, pool: Arc<SshPool>) -> Option<Box<dyn Orchestrator>>;
+}
+
+/// A kind without options: any `cluster.<kind>` section is refused.
+pub fn no_section(kind: &str, section: Option<serde_json::Value>) -> Result<(), SettingsError> {
+    match section {
+        None => Ok(()),
+        Some(_) => Err(SettingsError::Invalid(vec![(
+            format!("cluster.{kind}"),
+            format!("`kind: {kind}` has no options; remove this section"),
+        )])),
+    }
 }
 
 /// A blueprint's cluster kind: a handle on its registry entry (compared by name).
@@ -125,6 +143,20 @@ impl OrchestratorKind for NoCluster {
         Vec::new()
     }
 
+    fn settings(
+        &self,
+        _version: Option<&str>,
+        section: Option<serde_json::Value>,
+    ) -> Result<Arc<dyn ClusterSettings>, SettingsError> {
+        no_section(self.kind(), section)?;
+        Ok(Arc::new(NoClusterSettings))
+    }
+}
+
+#[derive(Debug)]
+struct NoClusterSettings;
+
+impl ClusterSettings for NoClusterSettings {
     fn build(&self, _bp: &Blueprint, _pool: Arc<SshPool>) -> Option<Box<dyn Orchestrator>> {
         None
     }

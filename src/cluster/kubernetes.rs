@@ -9,7 +9,6 @@
 //! command line.
 
 use super::{ClusterError, ClusterNode, ConvergeReport, Member, Orchestrator};
-use crate::blueprint::KubernetesOptions;
 use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
@@ -159,6 +158,82 @@ fn missing_labels(want: &BTreeMap<String, String>, member: Option<&Member>) -> V
         .filter(|(k, v)| member.and_then(|m| m.labels.get(*k)) != Some(*v))
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
+}
+
+/// `cluster.kubernetes`: kubeadm settings.
+#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesOptions {
+    /// `podSubnet` (default 10.244.0.0/16, flannel's).
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
+    /// `serviceSubnet` (default 10.96.0.0/12, kubeadm's).
+    pub service_cidr: Option<ipnet::Ipv4Net>,
+    /// `controlPlaneEndpoint` (`host[:port]`, a load balancer or DNS name in front of the
+    /// control-plane nodes); required with more than one control-plane node.
+    pub control_plane_endpoint: Option<String>,
+    /// `flannel` (default), `calico`, `none`, or the https:// URL of a manifest.
+    pub cni: Option<String>,
+}
+
+impl KubernetesOptions {
+    /// The values that reach scripts on the nodes, against their patterns.
+    fn problems(&self) -> Vec<(String, String)> {
+        use crate::blueprint::values::{is_endpoint, is_url, mismatch};
+        let mut problems = Vec::new();
+        if let Some(e) = &self.control_plane_endpoint {
+            if !is_endpoint(e) {
+                let what = "host[:port] (an IP address or a DNS name, then a port)";
+                problems.push(mismatch(
+                    "cluster.kubernetes.control_plane_endpoint",
+                    e,
+                    what,
+                ));
+            }
+        }
+        if let Some(cni) = self.cni.as_deref() {
+            let url = cni.starts_with("https://") && is_url(cni);
+            if !CNI_CHOICES.contains(&cni) && !url {
+                problems.push((
+                    "cluster.kubernetes.cni".to_string(),
+                    format!(
+                        "{}: {} or the https:// URL of a manifest",
+                        crate::names::shown(cni),
+                        crate::blueprint::problem::expected_one_of(cni, CNI_CHOICES)
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// The kind's checked settings: the release and `cluster.kubernetes`.
+#[derive(Debug)]
+struct Settings {
+    version: String,
+    options: KubernetesOptions,
+}
+
+impl super::kind::ClusterSettings for Settings {
+    fn check_managers(&self, managers: u32) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if managers > 1 && self.options.control_plane_endpoint.is_none() {
+            problems.push((
+                "cluster.kubernetes.control_plane_endpoint".to_string(),
+                format!("{managers} control-plane nodes need `control_plane_endpoint` (a load balancer or DNS name in front of them, `host[:port]`): kubeadm cannot add control-plane nodes without it"),
+            ));
+        }
+        problems
+    }
+
+    fn build(
+        &self,
+        _bp: &crate::blueprint::Blueprint,
+        pool: Arc<SshPool>,
+    ) -> Option<Box<dyn Orchestrator>> {
+        let k = Kubernetes::new(pool, &self.version, self.options.clone());
+        Some(Box::new(k))
+    }
 }
 
 pub struct Kubernetes {
@@ -513,35 +588,21 @@ impl super::kind::OrchestratorKind for Kind {
         }
     }
 
-    fn check_options(&self, cfg: &crate::blueprint::ClusterConfig) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        if let Some(cni) = cfg.kubernetes.cni.as_deref() {
-            if !CNI_CHOICES.contains(&cni) && !cni.starts_with("https://") {
-                problems.push((
-                    "cluster.kubernetes.cni".to_string(),
-                    format!(
-                        "`{cni}`: {} or the https:// URL of a manifest",
-                        crate::blueprint::problem::expected_one_of(cni, CNI_CHOICES)
-                    ),
-                ));
-            }
-        }
-        problems
-    }
-
-    fn check_managers(
+    fn settings(
         &self,
-        cfg: &crate::blueprint::ClusterConfig,
-        managers: u32,
-    ) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        if managers > 1 && cfg.kubernetes.control_plane_endpoint.is_none() {
-            problems.push((
-                "cluster.kubernetes.control_plane_endpoint".to_string(),
-                format!("{managers} control-plane nodes need `control_plane_endpoint` (a load balancer or DNS name in front of them, `host[:port]`): kubeadm cannot add control-plane nodes without it"),
-            ));
+        version: Option<&str>,
+        section: Option<serde_json::Value>,
+    ) -> Result<Arc<dyn super::kind::ClusterSettings>, flotilla_provider_core::SettingsError> {
+        let options: KubernetesOptions = match section {
+            Some(v) => flotilla_provider_core::parse_section(v)?,
+            None => KubernetesOptions::default(),
+        };
+        let problems = options.problems();
+        if !problems.is_empty() {
+            return Err(flotilla_provider_core::SettingsError::Invalid(problems));
         }
-        problems
+        let version = version.unwrap_or(DEFAULT_VERSION).to_string();
+        Ok(Arc::new(Settings { version, options }))
     }
 
     fn managers(&self) -> Option<super::kind::Quorum> {
@@ -583,19 +644,6 @@ impl super::kind::OrchestratorKind for Kind {
 
     fn after_stop(&self) -> &'static str {
         " (the kubelet will restart it)"
-    }
-
-    fn build(
-        &self,
-        bp: &crate::blueprint::Blueprint,
-        pool: Arc<SshPool>,
-    ) -> Option<Box<dyn Orchestrator>> {
-        let version = bp.cluster_version.as_deref().unwrap_or(DEFAULT_VERSION);
-        Some(Box::new(Kubernetes::new(
-            pool,
-            version,
-            bp.kubernetes.clone(),
-        )))
     }
 }
 

@@ -8,7 +8,6 @@
 //! repositories are gone, while the published `mesosphere/*` images still run anywhere Docker does.
 
 use super::{ClusterError, ClusterNode, ConvergeReport, Member, Orchestrator};
-use crate::blueprint::MesosOptions;
 use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
@@ -79,6 +78,61 @@ pub fn parse_slaves(json: &str) -> Result<Vec<Member>, String> {
             }
         })
         .collect())
+}
+
+/// `cluster.mesos`: ZooKeeper, masters, agents (and optionally Marathon).
+#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MesosOptions {
+    /// Image of mesos-master (default `mesosphere/mesos-master:<version>`).
+    pub master_image: Option<String>,
+    /// Image of mesos-agent (default `mesosphere/mesos-slave:<version>`).
+    pub agent_image: Option<String>,
+    /// Run Marathon on the masters.
+    #[serde(default)]
+    pub marathon: bool,
+    /// Image of Marathon (default `mesosphere/marathon:v1.5.2`).
+    pub marathon_image: Option<String>,
+    /// Run the agent container `--privileged` (default true: the Mesos containerizer manages
+    /// cgroups). `false` runs it with Docker's default capabilities (Docker containerizer only),
+    /// for hosts that cannot grant privileged containers (nested container hosts, like the test
+    /// bed's).
+    pub agent_privileged: Option<bool>,
+}
+
+impl MesosOptions {
+    /// The image names, which reach `docker run` on the nodes, against their pattern.
+    fn problems(&self) -> Vec<(String, String)> {
+        use crate::blueprint::values::{is_image, mismatch, IMAGE};
+        [
+            ("cluster.mesos.master_image", &self.master_image),
+            ("cluster.mesos.agent_image", &self.agent_image),
+            ("cluster.mesos.marathon_image", &self.marathon_image),
+        ]
+        .into_iter()
+        .filter_map(|(field, v)| v.as_deref().map(|v| (field, v)))
+        .filter(|(_, v)| !is_image(v))
+        .map(|(field, v)| mismatch(field, v, IMAGE))
+        .collect()
+    }
+}
+
+/// The kind's checked settings: the release and `cluster.mesos`.
+#[derive(Debug)]
+struct Settings {
+    version: String,
+    options: MesosOptions,
+}
+
+impl super::kind::ClusterSettings for Settings {
+    fn build(
+        &self,
+        bp: &crate::blueprint::Blueprint,
+        pool: Arc<SshPool>,
+    ) -> Option<Box<dyn Orchestrator>> {
+        let m = Mesos::new(pool, &bp.name, &self.version, self.options.clone());
+        Some(Box::new(m))
+    }
 }
 
 pub struct Mesos {
@@ -353,6 +407,23 @@ impl super::kind::OrchestratorKind for Kind {
         }
     }
 
+    fn settings(
+        &self,
+        version: Option<&str>,
+        section: Option<serde_json::Value>,
+    ) -> Result<Arc<dyn super::kind::ClusterSettings>, flotilla_provider_core::SettingsError> {
+        let options: MesosOptions = match section {
+            Some(v) => flotilla_provider_core::parse_section(v)?,
+            None => MesosOptions::default(),
+        };
+        let problems = options.problems();
+        if !problems.is_empty() {
+            return Err(flotilla_provider_core::SettingsError::Invalid(problems));
+        }
+        let version = version.unwrap_or(DEFAULT_VERSION).to_string();
+        Ok(Arc::new(Settings { version, options }))
+    }
+
     fn managers(&self) -> Option<super::kind::Quorum> {
         Some(super::kind::Quorum {
             managers_are: "Mesos masters",
@@ -382,20 +453,6 @@ impl super::kind::OrchestratorKind for Kind {
 
     fn after_stop(&self) -> &'static str {
         " (Mesos will see its task fail)"
-    }
-
-    fn build(
-        &self,
-        bp: &crate::blueprint::Blueprint,
-        pool: Arc<SshPool>,
-    ) -> Option<Box<dyn Orchestrator>> {
-        let version = bp.cluster_version.as_deref().unwrap_or(DEFAULT_VERSION);
-        Some(Box::new(Mesos::new(
-            pool,
-            &bp.name,
-            version,
-            bp.mesos.clone(),
-        )))
     }
 }
 

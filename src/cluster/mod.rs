@@ -238,7 +238,7 @@ pub fn for_blueprint(
     bp: &crate::blueprint::Blueprint,
     pool: std::sync::Arc<crate::ssh::SshPool>,
 ) -> Option<Box<dyn Orchestrator>> {
-    bp.cluster.spec().build(bp, pool)
+    bp.cluster_settings.build(bp, pool)
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! parallel, labels from the blueprint, and a final check that every node is Ready/Active.
 
 use super::{ClusterError, ClusterNode, ConvergeReport, Member, Orchestrator};
-use crate::blueprint::SwarmOptions;
 use crate::ssh::{shell_quote, SshPool};
 use async_trait::async_trait;
 use flotilla_provider_core::backoff::Backoff;
@@ -12,6 +11,28 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
+
+/// `cluster.swarm`: options of `docker swarm init`.
+#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmOptions {
+    /// `docker swarm init --default-addr-pool` (keep overlay networks inside your own range).
+    pub default_addr_pool: Option<ipnet::Ipv4Net>,
+    pub default_addr_pool_mask_length: Option<u8>,
+    /// `docker swarm init --dispatcher-heartbeat` (how fast a dead node shows Down).
+    #[serde(default, deserialize_with = "crate::blueprint::model::de_duration")]
+    pub dispatcher_heartbeat: Option<Duration>,
+}
+
+impl super::kind::ClusterSettings for SwarmOptions {
+    fn build(
+        &self,
+        _bp: &crate::blueprint::Blueprint,
+        pool: Arc<SshPool>,
+    ) -> Option<Box<dyn Orchestrator>> {
+        Some(Box::new(Swarm::new(pool, self.clone())))
+    }
+}
 
 pub struct Swarm {
     pool: Arc<SshPool>,
@@ -420,12 +441,16 @@ impl super::kind::OrchestratorKind for Kind {
         " (the swarm will start a new task for it)"
     }
 
-    fn build(
+    fn settings(
         &self,
-        bp: &crate::blueprint::Blueprint,
-        pool: Arc<SshPool>,
-    ) -> Option<Box<dyn Orchestrator>> {
-        Some(Box::new(Swarm::new(pool, bp.swarm.clone())))
+        _version: Option<&str>,
+        section: Option<serde_json::Value>,
+    ) -> Result<Arc<dyn super::kind::ClusterSettings>, flotilla_provider_core::SettingsError> {
+        let options: SwarmOptions = match section {
+            Some(v) => flotilla_provider_core::parse_section(v)?,
+            None => SwarmOptions::default(),
+        };
+        Ok(Arc::new(options))
     }
 }
 
