@@ -5,14 +5,17 @@
 use crate::common::{docker, docker_ok, json, require_docker, stderr, stdout, Home};
 use std::sync::OnceLock;
 
-const BAKED: &str = "flotilla-test/node-docker:r2";
-
-/// flotilla's node image plus docker.io, committed once (no host keys, no authorized_keys baked).
+/// flotilla's node image plus docker.io, committed once (no host keys, no authorized_keys baked);
+/// named after the node image's revision, so a new node-init is baked in.
 pub fn baked_image() -> &'static str {
-    static ONCE: OnceLock<()> = OnceLock::new();
+    static ONCE: OnceLock<String> = OnceLock::new();
     ONCE.get_or_init(|| {
-        if docker(&["image", "inspect", BAKED]).status.success() {
-            return;
+        let baked = format!(
+            "flotilla-test/node-docker:r{}",
+            flotilla_provider_docker::IMAGE_REVISION
+        );
+        if docker(&["image", "inspect", &baked]).status.success() {
+            return baked;
         }
         crate::static_hosts::ensure_node_image_pub();
         let base = format!("flotilla/node:bookworm-r{}", flotilla_provider_docker::IMAGE_REVISION);
@@ -23,11 +26,11 @@ pub fn baked_image() -> &'static str {
         let install = docker(&["exec", "flotilla-it-bake", "sh", "-c",
             "export DEBIAN_FRONTEND=noninteractive; for i in 1 2 3; do apt-get update -q && apt-get install -y -q --no-install-recommends docker.io iptables && break; sleep 2; done; apt-get clean; rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* /root/.ssh/authorized_keys"]);
         assert!(install.status.success(), "baking docker.io into the node image: {}", stderr(&install));
-        docker_ok(&["commit", "-c", r#"CMD ["/usr/local/sbin/node-init"]"#, "flotilla-it-bake", BAKED]);
+        docker_ok(&["commit", "-c", r#"CMD ["/usr/local/sbin/node-init"]"#, "flotilla-it-bake", &baked]);
         let _ = docker(&["rm", "-f", "flotilla-it-bake"]);
         let _ = docker(&["network", "rm", "flotilla-it-bake"]);
-    });
-    BAKED
+        baked
+    })
 }
 
 /// Shared with the fault matrix.

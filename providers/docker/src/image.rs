@@ -11,7 +11,7 @@ use tokio::process::Command;
 use tracing::info;
 
 /// Bump when node-init or the package list changes, so old cached images are not reused.
-pub const IMAGE_REVISION: u32 = 2;
+pub const IMAGE_REVISION: u32 = 3;
 const NODE_INIT: &str = include_str!("../assets/node-init");
 const SSHD_CONF: &str = include_str!("../assets/sshd_flotilla.conf");
 const PACKAGES: &str = "openssh-server,ca-certificates,iproute2,procps,iptables,gnupg,curl";
